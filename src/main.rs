@@ -1,0 +1,4 @@
+mod proto;
+fn main() {
+    let _ = proto::AppendFactRequest::default();
+}
