@@ -10,11 +10,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     let descriptor_path = out.join("bsfg_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&descriptors))?;
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
 
     prost_build::Config::new()
         .btree_map(["."])
-        .bytes([".bsfg.v1.PutObjectRequest.data", ".bsfg.v1.GetObjectResponse.data"])
+        .bytes([
+            ".bsfg.v1.PutObjectRequest.data",
+            ".bsfg.v1.GetObjectResponse.data",
+        ])
         .compile_fds(descriptors)?;
 
     pbjson_build::Builder::new()

@@ -1,0 +1,49 @@
+//! The command line: `serve`, `check-config`, `dev-pki`.
+
+pub mod dev_pki;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bsfg",
+    version,
+    about = "Boundary store-and-forward gateway: facts cross zones only through mTLS Connect RPCs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node: serve the boundary RPCs over mTLS on the zone's JetStream.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Time calls in flight get to finish after SIGTERM.
+        #[arg(long, default_value = "10", value_name = "SECONDS")]
+        drain_seconds: u64,
+    },
+    /// Check a configuration file and the certificates it names; print every problem.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Write a development CA and certificates for a node and its clients (not for production).
+    DevPki {
+        /// Directory to write ca.pem, ca.key, <zone>-bsfg.pem/.key and <client>.pem/.key into.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The node's zone; its certificate's CN is <zone>-bsfg.
+        #[arg(long)]
+        zone: String,
+        /// Client identities to issue certificates for (repeatable).
+        #[arg(long = "client", value_name = "NAME")]
+        clients: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value = "365")]
+        days: i64,
+    },
+}

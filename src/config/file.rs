@@ -1,0 +1,258 @@
+//! The configuration file format: `bsfg.toml`, parsed with serde and `deny_unknown_fields`.
+//!
+//! Owns the shape of the file and its defaults, nothing else: the rules that relate one key to
+//! another live in `validate.rs`. Durations are written as `90s`, `2m`, `12h` or `30d`.
+
+use serde::Deserialize;
+use std::{collections::BTreeMap, path::PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// This node's zone, e.g. `plant-a`. Its certificate's CN should be `<zone>-bsfg`.
+    pub zone: String,
+    pub listen: ListenSection,
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub nats: NatsSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Retention per category: keys are `operational`, `audit`, `documents`, `telemetry`.
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategorySection>,
+    #[serde(default)]
+    pub consumers: Vec<ConsumerSection>,
+    #[serde(default)]
+    pub buckets: Vec<BucketSection>,
+    #[serde(default)]
+    pub access: Vec<AccessSection>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// `host:port` of the mTLS listener, e.g. `0.0.0.0:9443`.
+    pub address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain of this node (leaf first).
+    pub certificate: PathBuf,
+    /// PEM private key of this node (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are accepted.
+    pub client_ca: PathBuf,
+    /// PEM or DER certificate revocation lists checked for client certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// How often the files above are checked for changes (SIGHUP reloads at once).
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSection {
+    /// The zone's own nats-server (loopback on the appliance).
+    #[serde(default = "default_nats_url")]
+    pub url: String,
+    /// Optional NATS user and password file (`user:password` on one line).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Time allowed for one JetStream request.
+    #[serde(default = "default_nats_timeout")]
+    pub request_timeout: String,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: default_nats_url(),
+            credentials_file: None,
+            request_timeout: default_nats_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body accepted, before and after decompression.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: u64,
+    /// Largest `object_json` accepted.
+    #[serde(default = "default_max_fact_bytes")]
+    pub max_fact_bytes: u64,
+    /// Most facts one FetchFacts page returns.
+    #[serde(default = "default_max_page")]
+    pub max_page: u32,
+    /// Longest FetchFacts long poll.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: String,
+    /// Largest GetObject chunk.
+    #[serde(default = "default_max_chunk")]
+    pub max_object_chunk_bytes: u32,
+    /// Time a client has to complete the TLS handshake and send its request headers.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: String,
+    /// Time a client has to send its whole request body.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: String,
+    /// Longest time a call may run when the client sets no Connect-Timeout-Ms.
+    #[serde(default = "default_call_timeout")]
+    pub call_timeout: String,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: default_max_request_bytes(),
+            max_fact_bytes: default_max_fact_bytes(),
+            max_page: default_max_page(),
+            max_wait: default_max_wait(),
+            max_object_chunk_bytes: default_max_chunk(),
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            call_timeout: default_call_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategorySection {
+    /// Oldest fact kept, e.g. `3650d`; `0s` keeps facts until `max_bytes` is reached.
+    #[serde(default = "default_max_age")]
+    pub max_age: String,
+    /// Largest size of the category stream in bytes; -1 for unlimited (not for safety_critical).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: i64,
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    /// `file` or `memory`.
+    #[serde(default = "default_storage")]
+    pub storage: String,
+    /// Never evict: the stream refuses new facts when full and AppendFact answers
+    /// `resource_exhausted` from 80 % fill.
+    #[serde(default)]
+    pub safety_critical: bool,
+    /// JetStream's own duplicate window; idempotency does not depend on it.
+    #[serde(default = "default_duplicate_window")]
+    pub duplicate_window: String,
+}
+
+impl Default for CategorySection {
+    fn default() -> Self {
+        Self {
+            max_age: default_max_age(),
+            max_bytes: default_max_bytes(),
+            replicas: default_replicas(),
+            storage: default_storage(),
+            safety_critical: false,
+            duplicate_window: default_duplicate_window(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerSection {
+    /// Durable consumer name, e.g. `enterprise-operational`.
+    pub name: String,
+    /// The category stream it reads.
+    pub category: String,
+    /// Most facts fetched and not yet confirmed; also caps a page.
+    #[serde(default = "default_max_ack_pending")]
+    pub max_ack_pending: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketSection {
+    /// Object Store bucket name, e.g. `batch-files`.
+    pub name: String,
+    /// Largest total size of the bucket in bytes; -1 for unlimited.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: i64,
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+/// What one certificate identity (its Subject CN) may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessSection {
+    pub identity: String,
+    /// Categories it may AppendFact to.
+    #[serde(default)]
+    pub append: Vec<String>,
+    /// `from_zone` values it may assert in AppendFact.
+    #[serde(default)]
+    pub assert_zones: Vec<String>,
+    /// Buckets it may PutObject to.
+    #[serde(default)]
+    pub put_objects: Vec<String>,
+    /// Consumers it may FetchFacts from and ConfirmReceipt on.
+    #[serde(default)]
+    pub fetch: Vec<String>,
+    /// Buckets it may GetObject from.
+    #[serde(default)]
+    pub get_objects: Vec<String>,
+    /// May read `/metrics`.
+    #[serde(default)]
+    pub operator: bool,
+}
+
+fn default_reload_interval() -> String {
+    "5s".into()
+}
+fn default_nats_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_nats_timeout() -> String {
+    "5s".into()
+}
+fn default_max_request_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_max_fact_bytes() -> u64 {
+    256 * 1024
+}
+fn default_max_page() -> u32 {
+    500
+}
+fn default_max_wait() -> String {
+    "30s".into()
+}
+fn default_max_chunk() -> u32 {
+    1024 * 1024
+}
+fn default_header_timeout() -> String {
+    "10s".into()
+}
+fn default_body_timeout() -> String {
+    "30s".into()
+}
+fn default_call_timeout() -> String {
+    "60s".into()
+}
+fn default_max_age() -> String {
+    "3650d".into()
+}
+fn default_max_bytes() -> i64 {
+    1024 * 1024 * 1024
+}
+fn default_replicas() -> usize {
+    1
+}
+fn default_storage() -> String {
+    "file".into()
+}
+fn default_duplicate_window() -> String {
+    "2m".into()
+}
+fn default_max_ack_pending() -> u32 {
+    1000
+}

@@ -1,0 +1,4 @@
+//! Operations: metrics, logging set-up and (later) sd_notify.
+
+pub mod logging;
+pub mod metrics;

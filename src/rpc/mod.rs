@@ -1,0 +1,20 @@
+//! The RPC listener: TLS acceptor with certificate reload (`tls.rs`), the Connect unary protocol
+//! (`connect.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
+//! method (`handlers.rs`), wired together by `server.rs`.
+
+pub mod authz;
+pub mod connect;
+pub mod error;
+pub mod handlers;
+pub mod server;
+pub mod tls;
+
+use crate::{config::Config, ops::metrics::Metrics};
+use std::sync::Arc;
+
+/// Everything a handler may use: the validated config, the store and the metrics.
+pub struct Node<S> {
+    pub config: Arc<Config>,
+    pub store: Arc<S>,
+    pub metrics: Arc<Metrics>,
+}

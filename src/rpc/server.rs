@@ -1,0 +1,297 @@
+//! Accepts TLS connections, serves HTTP/1.1 and HTTP/2 on them with hyper, and routes each
+//! request to its Connect method. Slow clients are bounded: the TLS handshake and request headers
+//! must arrive within `limits.header_timeout`, the body within `limits.body_timeout`, and a call
+//! runs at most `limits.call_timeout` (or the client's shorter `Connect-Timeout-Ms`).
+//!
+//! Shutdown: stop accepting, let calls in flight finish for up to the drain deadline, then close.
+
+use super::{
+    Node,
+    authz::Identity,
+    connect::{self, BodyLimits, MethodInfo},
+    error::{Code, RpcError},
+    handlers::{self, CallContext},
+    tls,
+};
+use crate::store::Store;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rustls::ServerConfig;
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+const APPEND: MethodInfo = MethodInfo {
+    name: "AppendFact",
+    get_allowed: false,
+};
+const FETCH: MethodInfo = MethodInfo {
+    name: "FetchFacts",
+    get_allowed: true,
+};
+const CONFIRM: MethodInfo = MethodInfo {
+    name: "ConfirmReceipt",
+    get_allowed: false,
+};
+const PUT: MethodInfo = MethodInfo {
+    name: "PutObject",
+    get_allowed: false,
+};
+const GET: MethodInfo = MethodInfo {
+    name: "GetObject",
+    get_allowed: true,
+};
+
+/// Serves until `shutdown` turns true, then drains for at most `drain`.
+pub async fn serve<S: Store>(
+    listener: TcpListener,
+    tls_config: watch::Receiver<Arc<ServerConfig>>,
+    node: Arc<Node<S>>,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let acceptor = TlsAcceptor::from(tls_config.borrow().clone());
+                    let node = node.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, acceptor, node, watcher).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(deadline_s = drain.as_secs(), "draining connections");
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed; closing remaining connections");
+    }
+}
+
+async fn serve_connection<S: Store>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    node: Arc<Node<S>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let limits = node.config.limits.clone();
+    let tls_stream =
+        match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = tls::failure_reason(&e);
+                node.metrics.record_tls_failure(reason);
+                tracing::warn!(%peer, reason, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                node.metrics.record_tls_failure("timeout");
+                tracing::warn!(%peer, reason = "timeout", "TLS handshake not completed in time");
+                return;
+            }
+        };
+    let identity = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| tls::common_name(leaf.as_ref()));
+    let Some(common_name) = identity else {
+        node.metrics.record_tls_failure("no_common_name");
+        tracing::warn!(%peer, reason = "no_common_name", "client certificate has no Subject CN");
+        return;
+    };
+    let identity = Identity { common_name };
+    let service = hyper::service::service_fn(move |request| {
+        let node = node.clone();
+        let identity = identity.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(node, identity, request).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .max_header_list_size(64 * 1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs one unary method: read, decode, authorize and handle within the deadline, encode.
+macro_rules! unary {
+    ($node:expr, $identity:expr, $request:expr, $info:expr, $type_name:literal, $handler:path) => {{
+        let node = &$node;
+        let limits = BodyLimits {
+            max_bytes: node.config.limits.max_request_bytes,
+            body_timeout: node.config.limits.body_timeout,
+        };
+        match connect::read_request($request, &$info, limits).await {
+            Err(e) => Err(e),
+            Ok(call) => {
+                let budget = call.timeout.map_or(node.config.limits.call_timeout, |t| {
+                    t.min(node.config.limits.call_timeout)
+                });
+                let context = CallContext {
+                    identity: $identity.clone(),
+                    budget,
+                };
+                match connect::decode(&call, $type_name) {
+                    Err(e) => Err(e),
+                    Ok(message) => {
+                        match tokio::time::timeout(budget, $handler(node, context, message)).await {
+                            Ok(Ok(response)) => Ok(connect::encode(&call, &response)),
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(RpcError::new(
+                                Code::DeadlineExceeded,
+                                format!("the call did not finish within {} ms", budget.as_millis()),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+    }};
+}
+
+async fn route<S: Store>(
+    node: Arc<Node<S>>,
+    identity: Identity,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    let (method, result) = match path.as_str() {
+        "/bsfg.v1.BoundaryService/AppendFact" => (
+            APPEND.name,
+            unary!(
+                node,
+                identity,
+                request,
+                APPEND,
+                "bsfg.v1.AppendFactRequest",
+                handlers::append_fact
+            ),
+        ),
+        "/bsfg.v1.BoundaryService/FetchFacts" => (
+            FETCH.name,
+            unary!(
+                node,
+                identity,
+                request,
+                FETCH,
+                "bsfg.v1.FetchFactsRequest",
+                handlers::fetch_facts
+            ),
+        ),
+        "/bsfg.v1.BoundaryService/ConfirmReceipt" => (
+            CONFIRM.name,
+            unary!(
+                node,
+                identity,
+                request,
+                CONFIRM,
+                "bsfg.v1.ConfirmReceiptRequest",
+                handlers::confirm_receipt
+            ),
+        ),
+        "/bsfg.v1.BoundaryService/PutObject" => (
+            PUT.name,
+            unary!(
+                node,
+                identity,
+                request,
+                PUT,
+                "bsfg.v1.PutObjectRequest",
+                handlers::put_object
+            ),
+        ),
+        "/bsfg.v1.ArtifactService/GetObject" => (
+            GET.name,
+            unary!(
+                node,
+                identity,
+                request,
+                GET,
+                "bsfg.v1.GetObjectRequest",
+                handlers::get_object
+            ),
+        ),
+        "/metrics" => ("metrics", metrics(&node, &identity, &request)),
+        _ => (
+            "unknown",
+            Err(
+                RpcError::new(Code::Unimplemented, format!("no method at {path:?}"))
+                    .with_status(StatusCode::NOT_FOUND),
+            ),
+        ),
+    };
+    let elapsed = started.elapsed();
+    match result {
+        Ok(response) => {
+            node.metrics.record_call(method, "ok", elapsed);
+            tracing::debug!(identity = %identity.common_name, method, code = "ok", elapsed_ms = elapsed.as_millis() as u64, "call");
+            response
+        }
+        Err(e) => {
+            node.metrics.record_call(method, e.code.as_str(), elapsed);
+            tracing::info!(identity = %identity.common_name, method, code = e.code.as_str(), message = %e.message, elapsed_ms = elapsed.as_millis() as u64, "call refused");
+            e.into_response()
+        }
+    }
+}
+
+fn metrics<S>(
+    node: &Node<S>,
+    identity: &Identity,
+    request: &Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, RpcError> {
+    if request.method() != http::Method::GET {
+        return Err(RpcError::new(Code::Unknown, "use GET for /metrics")
+            .with_status(StatusCode::METHOD_NOT_ALLOWED)
+            .with_header(header::ALLOW, "GET"));
+    }
+    node.config.access.may_read_metrics(identity)?;
+    let mut response = Response::new(Full::new(Bytes::from(node.metrics.render())));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,52 @@
+//! What can go wrong in the store, with the values an operator needs to act on it. Mapped to
+//! Connect codes in exactly one place: `rpc::error`.
+
+use crate::fact::Category;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "message_id {message_id:?} is already stored at offset {offset} with different content"
+    )]
+    Conflict { message_id: String, offset: u64 },
+    #[error(
+        "category {category} is {percent:.1}% full and safety-critical: new facts are refused until consumers catch up or retention is raised"
+    )]
+    Full { category: Category, percent: f64 },
+    #[error("no consumer named {0:?} exists in JetStream")]
+    UnknownConsumer(String),
+    #[error("offset {offset} is beyond the last fetched offset {fetched} of consumer {consumer:?}")]
+    BeyondFetched {
+        consumer: String,
+        offset: u64,
+        fetched: u64,
+    },
+    #[error(
+        "facts {from}..={to} after the cursor of consumer {consumer:?} were evicted before they were confirmed"
+    )]
+    Gap {
+        consumer: String,
+        from: u64,
+        to: u64,
+    },
+    #[error(
+        "consumer {consumer:?} has deliveries in flight from an interrupted call; retry in a few seconds"
+    )]
+    InFlight { consumer: String },
+    #[error("no object {key:?} in bucket {bucket:?}")]
+    ObjectNotFound { bucket: String, key: String },
+    #[error(
+        "object {key:?} in bucket {bucket:?} already exists with digest {existing}; it is immutable"
+    )]
+    ObjectExists {
+        bucket: String,
+        key: String,
+        existing: String,
+    },
+    #[error("offset {offset} is beyond the end of object {key:?} ({size} bytes)")]
+    ObjectOffset { key: String, offset: u64, size: u64 },
+    #[error("JetStream is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}

@@ -1,0 +1,130 @@
+//! The Store port: what the RPC layer and the pull loop need from a zone's durable log and object
+//! store — append a fact idempotently, page through a durable consumer, confirm, and keep
+//! artifacts. `jetstream.rs` is the real adapter; `memory.rs` is an in-memory one for unit tests
+//! of the layers above (never used by `bsfg serve`).
+//!
+//! The port never sees certificates, identities or wire encodings: authorization and validation
+//! happen above it.
+
+mod error;
+pub mod jetstream;
+mod objects;
+
+pub use error::StoreError;
+
+use crate::{
+    config::ConsumerSpec,
+    fact::Category,
+    proto::{Envelope, Fact, StoredFact},
+};
+use bytes::Bytes;
+use std::{future::Future, time::Duration};
+
+/// A validated fact to append, with its idempotency content hash.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFact<'a> {
+    pub category: Category,
+    pub envelope: &'a Envelope,
+    pub fact: &'a Fact,
+    pub content_hash: [u8; 32],
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: u64,
+    pub duplicate: bool,
+}
+
+/// One page after a consumer's cursor.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub facts: Vec<StoredFact>,
+    pub high_watermark: u64,
+}
+
+/// A stored artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub bucket: String,
+    pub key: String,
+    /// `sha256:<hex>`
+    pub digest: String,
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// A bounded piece of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChunk {
+    pub info: ObjectInfo,
+    pub data: Bytes,
+    pub eof: bool,
+}
+
+/// Fill of a category stream, for backpressure and metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CategoryFill {
+    pub bytes: u64,
+    pub max_bytes: i64,
+    pub percent: f64,
+}
+
+pub trait Store: Send + Sync + 'static {
+    /// Appends a fact; durable when this returns Ok. Same message_id and content hash → the
+    /// original offset with `duplicate`; same id, other hash → [`StoreError::Conflict`].
+    fn append(
+        &self,
+        fact: NewFact<'_>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// The page right after the consumer's cursor, at most `limit` facts. Waits up to
+    /// `max_wait` for a first fact when none is available. Does not move the cursor.
+    fn fetch(
+        &self,
+        consumer: &ConsumerSpec,
+        limit: u32,
+        max_wait: Duration,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// Moves the cursor to `offset`; returns the cursor afterwards.
+    fn confirm(
+        &self,
+        consumer: &ConsumerSpec,
+        offset: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The consumer's cursor and the stream's last offset.
+    fn cursor(
+        &self,
+        consumer: &ConsumerSpec,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
+
+    fn fill(
+        &self,
+        category: Category,
+    ) -> impl Future<Output = Result<CategoryFill, StoreError>> + Send;
+
+    fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        media_type: &str,
+        data: Bytes,
+    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// `Ok(None)` when no such object exists.
+    fn object_info(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<ObjectInfo>, StoreError>> + Send;
+
+    fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<ObjectChunk, StoreError>> + Send;
+}
