@@ -2,20 +2,15 @@
 //! parse CLI → load config → load certificates → bind → open the store → serve → wait for a
 //! signal → drain with a deadline.
 
-mod cli;
-mod config;
-mod fact;
-mod ops;
-mod proto;
-mod rpc;
-mod store;
-
+use bsfg::{
+    cli::{self, Cli, Command},
+    config::Config,
+    ops,
+    rpc::{self, Node, tls::TlsReloader},
+    store::jetstream::JetStreamStore,
+};
 use clap::Parser;
-use cli::{Cli, Command};
-use config::Config;
-use rpc::{Node, tls::TlsReloader};
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
-use store::jetstream::JetStreamStore;
 
 /// Exit status for configuration problems (sysexits EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;

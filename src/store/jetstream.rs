@@ -27,7 +27,8 @@ use crate::{
 use async_nats::jetstream::{
     self, AckKind,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    context::{Publish, PublishErrorKind},
+    context::PublishErrorKind,
+    message::PublishMessage,
     object_store::ObjectStore,
     stream::{self, DiscardPolicy, StorageType},
 };
@@ -322,7 +323,7 @@ impl Store for JetStreamStore {
             ..Default::default()
         }
         .encode_to_vec();
-        let publish = Publish::build()
+        let publish = PublishMessage::build()
             .payload(Bytes::from(payload))
             .header(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str())
             .expected_last_subject_sequence(0);

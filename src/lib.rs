@@ -1,0 +1,10 @@
+//! The `bsfg` node as a library: the binary (`main.rs`) is its runbook, and the integration tests
+//! use the same modules (development PKI, config) to set up real zones.
+
+pub mod cli;
+pub mod config;
+pub mod fact;
+pub mod ops;
+pub mod proto;
+pub mod rpc;
+pub mod store;

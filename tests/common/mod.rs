@@ -1,0 +1,437 @@
+//! Test harness: real zones on loopback. A [`Zone`] is a real nats-server with JetStream, a real
+//! `bsfg` node started from the built binary, and a development PKI generated for the test; calls
+//! are made by real clients (`curl`, and the Node and Python Connect clients).
+//!
+//! Every process is killed when its owner is dropped, and every file lives in a temporary
+//! directory. Nothing listens or connects beyond 127.0.0.1.
+#![allow(dead_code)]
+
+pub mod clients;
+
+use bsfg::cli::dev_pki::DevCa;
+use std::{
+    io::{BufRead, BufReader},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use time::OffsetDateTime;
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The pinned nats-server that `scripts/setup.sh` installs.
+pub fn nats_server_binary() -> PathBuf {
+    let path = std::env::var_os("BSFG_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join(".tools/bin/nats-server"));
+    assert!(
+        path.exists(),
+        "nats-server not found at {} — run `make setup` (or `make test`) first",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn wait_for_port(port: u16, deadline: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A child process killed on drop, with its output collected.
+pub struct Process {
+    child: Option<Child>,
+    pub output: Arc<Mutex<Vec<String>>>,
+    pub name: String,
+}
+
+impl Process {
+    fn spawn(name: &str, mut command: Command) -> Process {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            let tag = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if std::env::var_os("BSFG_TEST_ECHO").is_some() {
+                        eprintln!("[{tag}] {line}");
+                    }
+                    output.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        Process { child: Some(child), output, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        self.output.lock().expect("log lock").join("\n")
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.output.lock().expect("log lock").iter().any(|l| l.contains(needle))
+    }
+
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if self.log_contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+    }
+
+    /// SIGTERM, then wait up to `deadline` for a clean exit; returns the exit status.
+    pub fn stop(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A nats-server with JetStream on a loopback port, its store in `dir`.
+pub struct NatsServer {
+    pub port: u16,
+    dir: PathBuf,
+    pub process: Process,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path) -> NatsServer {
+        Self::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> NatsServer {
+        std::fs::create_dir_all(dir.join("jetstream")).expect("nats store dir");
+        let conf = dir.join("nats-server.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{port}\nhttp: 0\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                dir.join("jetstream").display()
+            ),
+        )
+        .expect("write nats-server.conf");
+        let mut command = Command::new(nats_server_binary());
+        command.arg("-c").arg(&conf);
+        let process = Process::spawn("nats-server", command);
+        assert!(wait_for_port(port, Duration::from_secs(10)), "nats-server did not listen on {port}");
+        NatsServer { port, dir: dir.to_path_buf(), process }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9 and start again on the same port and store.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        let port = self.port;
+        *self = NatsServer::start_on(&self.dir.clone(), port);
+    }
+}
+
+/// A development PKI in a directory: one CA and certificates issued on demand.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: DevCa,
+    pub ca_path: PathBuf,
+}
+
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Pki {
+    pub fn new(dir: &Path, name: &str) -> Pki {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let ca = DevCa::create(name).expect("create CA");
+        let ca_path = dir.join("ca.pem");
+        std::fs::write(&ca_path, ca.pem()).expect("write ca.pem");
+        Pki { dir: dir.to_path_buf(), ca, ca_path }
+    }
+
+    /// A certificate for `name` valid from an hour ago for a year.
+    pub fn issue(&self, name: &str) -> CertFiles {
+        self.issue_valid(name, OffsetDateTime::now_utc() - time::Duration::hours(1), 365)
+    }
+
+    /// A certificate that expired yesterday.
+    pub fn issue_expired(&self, name: &str) -> CertFiles {
+        self.issue_valid(name, OffsetDateTime::now_utc() - time::Duration::days(10), 9)
+    }
+
+    pub fn issue_valid(&self, name: &str, not_before: OffsetDateTime, days: i64) -> CertFiles {
+        let (cert, key) = self
+            .ca
+            .issue(name, &["localhost".to_string()], not_before, days)
+            .expect("issue certificate");
+        let files = CertFiles {
+            cert: self.dir.join(format!("{name}-{}.pem", not_before.unix_timestamp())),
+            key: self.dir.join(format!("{name}-{}.key", not_before.unix_timestamp())),
+        };
+        std::fs::write(&files.cert, cert).expect("write cert");
+        std::fs::write(&files.key, key).expect("write key");
+        files
+    }
+}
+
+/// Knobs a test may turn on its zone.
+#[derive(Clone)]
+pub struct ZoneOptions {
+    pub zone: String,
+    /// Extra TOML appended to the generated config (categories, consumers, access...).
+    pub extra_toml: String,
+    /// `[categories.operational]` duplicate window.
+    pub duplicate_window: String,
+    pub limits_toml: String,
+}
+
+impl Default for ZoneOptions {
+    fn default() -> Self {
+        ZoneOptions {
+            zone: "plant-a".into(),
+            extra_toml: String::new(),
+            duplicate_window: "2m".into(),
+            limits_toml: String::new(),
+        }
+    }
+}
+
+/// A whole zone: PKI, nats-server, bsfg node, and client certificates for `mes` (producer),
+/// `idmz-bsfg` (peer), `ops` (operator) and `stranger` (valid certificate, not in the policy).
+pub struct Zone {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub nats: NatsServer,
+    pub node: Process,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub node_cert: CertFiles,
+    pub options: ZoneOptions,
+}
+
+pub const PRODUCER: &str = "mes";
+pub const PEER: &str = "idmz-bsfg";
+pub const OPERATOR: &str = "ops";
+pub const STRANGER: &str = "stranger";
+
+impl Zone {
+    pub fn start() -> Zone {
+        Self::start_with(ZoneOptions::default())
+    }
+
+    pub fn start_with(options: ZoneOptions) -> Zone {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = Pki::new(&dir.path().join("pki"), "bsfg test CA");
+        let node_cert = pki.issue(&format!("{}-bsfg", options.zone));
+        for name in [PRODUCER, PEER, OPERATOR, STRANGER] {
+            let files = pki.issue(name);
+            std::fs::copy(&files.cert, pki.dir.join(format!("{name}.pem"))).expect("copy cert");
+            std::fs::copy(&files.key, pki.dir.join(format!("{name}.key"))).expect("copy key");
+        }
+        let nats = NatsServer::start(&dir.path().join("nats"));
+        let port = free_port();
+        let config_path = dir.path().join("bsfg.toml");
+        let mut zone = Zone {
+            node: Process::spawn("placeholder", { let mut c = Command::new("true"); c.arg("x"); c }),
+            dir,
+            pki,
+            nats,
+            port,
+            config_path,
+            node_cert,
+            options,
+        };
+        zone.write_config();
+        zone.node = zone.start_node();
+        zone
+    }
+
+    pub fn config_text(&self) -> String {
+        let o = &self.options;
+        format!(
+            r#"zone = "{zone}"
+[listen]
+address = "127.0.0.1:{port}"
+[tls]
+certificate = "{cert}"
+private_key = "{key}"
+client_ca = "{ca}"
+reload_interval = "200ms"
+[nats]
+url = "{nats}"
+[limits]
+max_request_bytes = 1048576
+max_fact_bytes = 65536
+max_page = 100
+max_wait = "5s"
+max_object_chunk_bytes = 65536
+header_timeout = "2s"
+body_timeout = "2s"
+{limits}
+[categories.operational]
+duplicate_window = "{dup}"
+max_bytes = 104857600
+[[consumers]]
+name = "to-idmz"
+category = "operational"
+max_ack_pending = 50
+[[consumers]]
+name = "audit-to-idmz"
+category = "audit"
+[[buckets]]
+name = "batch-files"
+[[buckets]]
+name = "document-files"
+[[access]]
+identity = "{PRODUCER}"
+append = ["operational", "audit", "telemetry", "documents"]
+assert_zones = ["{zone}"]
+put_objects = ["batch-files", "document-files"]
+[[access]]
+identity = "{PEER}"
+fetch = ["to-idmz"]
+get_objects = ["batch-files"]
+[[access]]
+identity = "{OPERATOR}"
+operator = true
+{extra}
+"#,
+            zone = o.zone,
+            port = self.port,
+            cert = self.node_cert.cert.display(),
+            key = self.node_cert.key.display(),
+            ca = self.pki.ca_path.display(),
+            nats = self.nats.url(),
+            dup = o.duplicate_window,
+            limits = o.limits_toml,
+            extra = o.extra_toml,
+        )
+    }
+
+    pub fn write_config(&self) {
+        std::fs::write(&self.config_path, self.config_text()).expect("write bsfg.toml");
+    }
+
+    pub fn start_node(&self) -> Process {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bsfg"));
+        command.arg("serve").arg("--config").arg(&self.config_path).env("RUST_LOG", "info,async_nats=warn");
+        let process = Process::spawn("bsfg", command);
+        assert!(
+            process.wait_for_log("bsfg node serving", Duration::from_secs(20)),
+            "bsfg did not start:\n{}",
+            process.log()
+        );
+        process
+    }
+
+    /// kill -9 the node and start it again with the same config.
+    pub fn restart_node(&mut self) {
+        self.node.kill();
+        self.node = self.start_node();
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// curl with `name`'s client certificate.
+    pub fn curl(&self, name: &str) -> clients::Curl {
+        clients::Curl {
+            base: self.url(),
+            ca: self.pki.ca_path.clone(),
+            cert: Some(self.pki.dir.join(format!("{name}.pem"))),
+            key: Some(self.pki.dir.join(format!("{name}.key"))),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A canonical AppendFact request in proto3 JSON.
+pub fn append_json(message_id: &str, from_zone: &str, object_json: &str) -> String {
+    serde_json::json!({
+        "envelope": {
+            "messageId": message_id,
+            "fromZone": from_zone,
+            "toZone": "enterprise",
+            "producedAtUnixMs": "1700000000000",
+        },
+        "fact": {
+            "subject": "batch:line-1/B-7",
+            "predicate": "step_completed",
+            "objectJson": object_json,
+        }
+    })
+    .to_string()
+}
