@@ -8,15 +8,11 @@
 //!   subject atomically; the node then reads the stored one with a direct get and compares its
 //!   `Bsfg-Content-Hash` header. (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets
 //!   after its window and treats different payloads under one id as plain duplicates.)
-//! - Durable pull consumers with `AckPolicy::All`. FetchFacts pulls a page and at once NAKs every
-//!   message (waiting for the server's confirmation), so the page is delivered again, in order,
-//!   on the next fetch: deterministic replay kept entirely in JetStream. The consumer's
-//!   `delivered` sequence is "what was fetched"; its ack floor is the cursor. ConfirmReceipt pulls
-//!   up to the offset and acks that one message, which acks everything before it.
+//! - Durable pull consumers with `AckPolicy::All` carry each cursor (their ack floor, visible in
+//!   `nats consumer info`); reading a page never touches them (see `consumers.rs`).
 //!
-//! Limits: a node crash between pulling a page and NAKing it leaves those deliveries in flight
-//! until the consumer's ack wait (5 s) ends; meanwhile fetch answers `InFlight` rather than a
-//! page with a hole. Each fetch costs two info requests, one pull and one NAK per fact.
+//! Limits: one node writes a zone's streams; long polls are woken by this node's own appends
+//! (and re-check the stream every second for anything else).
 
 use super::{Appended, CategoryFill, NewFact, ObjectChunk, ObjectInfo, Page, Store, StoreError};
 use crate::{
@@ -25,7 +21,7 @@ use crate::{
     proto::StoredFact,
 };
 use async_nats::jetstream::{
-    self, AckKind,
+    self,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
     context::PublishErrorKind,
     message::PublishMessage,
@@ -33,7 +29,7 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, StorageType},
 };
 use bytes::Bytes;
-use futures::{StreamExt, future::try_join_all};
+
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::{
@@ -45,7 +41,10 @@ use tokio::sync::Mutex;
 
 const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
 /// How long a delivery that was neither NAKed nor acked stays in flight (after a crash).
-const ACK_WAIT: Duration = Duration::from_secs(5);
+pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
+/// KV bucket holding, per consumer, the highest offset FetchFacts returned (`<name>.fetched`) and
+/// the last confirmed offset (`<name>.confirmed`).
+const MARKS_BUCKET: &str = "bsfg_consumer_marks";
 /// How long fill readings are reused before asking JetStream again.
 const FILL_MAX_AGE: Duration = Duration::from_millis(250);
 
@@ -53,20 +52,33 @@ pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
     streams: BTreeMap<Category, stream::Stream>,
     policies: BTreeMap<Category, CategoryPolicy>,
-    consumers: BTreeMap<String, ConsumerHandle>,
+    pub(super) consumers: BTreeMap<String, ConsumerHandle>,
+    pub(super) marks: jetstream::kv::Store,
+    /// Last offset appended per category by this node, to wake long polls.
+    pub(super) appended: BTreeMap<Category, tokio::sync::watch::Sender<u64>>,
     pub(super) buckets: BTreeMap<String, ObjectStore>,
     /// Serializes puts so "exists with other bytes" is decided without a race.
     pub(super) put_lock: Mutex<()>,
     fills: Mutex<BTreeMap<Category, (Instant, CategoryFill)>>,
 }
 
-struct ConsumerHandle {
-    consumer: PullConsumer,
-    /// One fetch or confirm at a time per consumer keeps deliveries and NAKs in order.
-    lock: Arc<Mutex<()>>,
+pub(super) struct ConsumerHandle {
+    pub(super) consumer: PullConsumer,
+    /// One fetch or confirm at a time per consumer, and its marks.
+    pub(super) marks: Arc<Mutex<ConsumerMarks>>,
 }
 
-fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
+/// What the node records per consumer besides JetStream's own consumer state.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ConsumerMarks {
+    /// Highest offset FetchFacts returned; confirming beyond it is refused.
+    pub fetched: u64,
+    /// Last confirmed offset, written after the ack: it survives even a kill -9 of nats-server,
+    /// which may lose the consumer's most recent acks (they are flushed lazily).
+    pub confirmed: u64,
+}
+
+pub(super) fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{context}: {e}"))
 }
 
@@ -99,43 +111,57 @@ impl JetStreamStore {
             let stream = ensure_stream(&js, *category, policy).await?;
             streams.insert(*category, stream);
         }
+        let marks = ensure_marks_bucket(&js).await?;
         let mut consumers = BTreeMap::new();
         for spec in config.consumers.values() {
             let stream = &streams[&spec.category];
             let consumer = ensure_consumer(stream, spec).await?;
+            let state = ConsumerMarks {
+                fetched: read_mark(&marks, &format!("{}.fetched", spec.name)).await?,
+                confirmed: read_mark(&marks, &format!("{}.confirmed", spec.name)).await?,
+            };
             consumers.insert(
                 spec.name.clone(),
                 ConsumerHandle {
                     consumer,
-                    lock: Arc::new(Mutex::new(())),
+                    marks: Arc::new(Mutex::new(state)),
                 },
             );
         }
+        let appended = Category::ALL
+            .into_iter()
+            .map(|c| (c, tokio::sync::watch::channel(0).0))
+            .collect();
         let buckets = super::objects::ensure_buckets(&js, config).await?;
         Ok(JetStreamStore {
             js,
             streams,
             policies: config.categories.clone(),
             consumers,
+            marks,
+            appended,
             buckets,
             put_lock: Mutex::new(()),
             fills: Mutex::new(BTreeMap::new()),
         })
     }
 
-    fn consumer(&self, spec: &ConsumerSpec) -> Result<&ConsumerHandle, StoreError> {
+    pub(super) fn consumer(&self, spec: &ConsumerSpec) -> Result<&ConsumerHandle, StoreError> {
         self.consumers
             .get(&spec.name)
             .ok_or_else(|| StoreError::UnknownConsumer(spec.name.clone()))
     }
 
-    fn stream(&self, category: Category) -> Result<&stream::Stream, StoreError> {
+    pub(super) fn stream(&self, category: Category) -> Result<&stream::Stream, StoreError> {
         self.streams
             .get(&category)
             .ok_or_else(|| StoreError::Unavailable(format!("stream for {category} not set up")))
     }
 
-    async fn stream_state(&self, category: Category) -> Result<stream::State, StoreError> {
+    pub(super) async fn stream_state(
+        &self,
+        category: Category,
+    ) -> Result<stream::State, StoreError> {
         let mut stream = self.stream(category)?.clone();
         let info = stream
             .info()
@@ -174,44 +200,6 @@ impl JetStreamStore {
                 offset: stored.sequence,
             })
         }
-    }
-
-    /// Pulls up to `limit` deliveries; with `max_wait` > 0 waits that long for the first.
-    async fn pull(
-        consumer: &PullConsumer,
-        limit: usize,
-        max_wait: Duration,
-    ) -> Result<Vec<jetstream::Message>, StoreError> {
-        let mut out = Vec::with_capacity(limit);
-        if !max_wait.is_zero() {
-            // Long poll for one delivery only: a larger outstanding pull would take facts that
-            // arrive after we answered and leave them in flight.
-            let mut first = consumer
-                .batch()
-                .max_messages(1)
-                .expires(max_wait)
-                .messages()
-                .await
-                .map_err(|e| unavailable("pull request", e))?;
-            match first.next().await {
-                Some(Ok(message)) => out.push(message),
-                Some(Err(e)) => return Err(unavailable("pull", e)),
-                None => return Ok(out),
-            }
-            if limit == 1 {
-                return Ok(out);
-            }
-        }
-        let mut rest = consumer
-            .fetch()
-            .max_messages(limit - out.len())
-            .messages()
-            .await
-            .map_err(|e| unavailable("pull request", e))?;
-        while let Some(message) = rest.next().await {
-            out.push(message.map_err(|e| unavailable("pull", e))?);
-        }
-        Ok(out)
     }
 }
 
@@ -267,37 +255,35 @@ async fn ensure_consumer(
         .map_err(|e| unavailable(&format!("creating consumer {}", spec.name), e))
 }
 
+async fn ensure_marks_bucket(js: &jetstream::Context) -> Result<jetstream::kv::Store, StoreError> {
+    if let Ok(store) = js.get_key_value(MARKS_BUCKET).await {
+        return Ok(store);
+    }
+    js.create_key_value(jetstream::kv::Config {
+        bucket: MARKS_BUCKET.to_string(),
+        description: "bsfg: fetched and confirmed offsets per consumer".to_string(),
+        history: 1,
+        storage: StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| unavailable("creating the consumer marks bucket", e))
+}
+
+async fn read_mark(kv: &jetstream::kv::Store, key: &str) -> Result<u64, StoreError> {
+    let value = kv
+        .get(key)
+        .await
+        .map_err(|e| unavailable(&format!("reading consumer mark {key}"), e))?;
+    Ok(value
+        .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
+        .unwrap_or(0))
+}
+
 /// `facts.<category>.<kind>.<first 128 bits of sha256(message_id) in hex>`
 pub fn fact_subject(category: Category, kind: &str, message_id: &str) -> String {
     let digest = Sha256::digest(message_id.as_bytes());
     format!("facts.{category}.{kind}.{}", hex::encode(&digest[..16]))
-}
-
-fn decode_delivery(
-    message: &jetstream::Message,
-    category: Category,
-) -> Result<StoredFact, StoreError> {
-    let info = message
-        .info()
-        .map_err(|e| StoreError::Corrupt(format!("delivery metadata: {e}")))?;
-    let mut stored = StoredFact::decode(message.payload.as_ref())
-        .map_err(|e| StoreError::Corrupt(format!("offset {}: {e}", info.stream_sequence)))?;
-    stored.offset = info.stream_sequence;
-    stored.category = category.to_wire() as i32;
-    stored.appended_at_unix_ms =
-        i64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
-    Ok(stored)
-}
-
-async fn nak_all(messages: &[jetstream::Message]) -> Result<(), StoreError> {
-    try_join_all(
-        messages
-            .iter()
-            .map(|m| m.double_ack_with(AckKind::Nak(None))),
-    )
-    .await
-    .map_err(|e| unavailable("returning deliveries to the consumer", e))?;
-    Ok(())
 }
 
 impl Store for JetStreamStore {
@@ -332,10 +318,15 @@ impl Store for JetStreamStore {
             Err(e) => return Err(unavailable("publishing the fact", e)),
         };
         match ack {
-            Ok(ack) => Ok(Appended {
-                offset: ack.sequence,
-                duplicate: false,
-            }),
+            Ok(ack) => {
+                if let Some(sender) = self.appended.get(&new.category) {
+                    sender.send_replace(ack.sequence);
+                }
+                Ok(Appended {
+                    offset: ack.sequence,
+                    duplicate: false,
+                })
+            }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                 self.existing(new, &subject).await
             }
@@ -356,103 +347,22 @@ impl Store for JetStreamStore {
         limit: u32,
         max_wait: Duration,
     ) -> Result<Page, StoreError> {
-        let handle = self.consumer(spec)?;
-        let _serial = handle.lock.lock().await;
-        let mut consumer = handle.consumer.clone();
-        let info = consumer
-            .info()
-            .await
-            .map_err(|e| unavailable(&format!("consumer info of {}", spec.name), e))?;
-        let cursor = info.ack_floor.stream_sequence;
-        let state = self.stream_state(spec.category).await?;
-        if state.last_sequence > cursor && state.first_sequence > cursor + 1 {
-            return Err(StoreError::Gap {
-                consumer: spec.name.clone(),
-                from: cursor + 1,
-                to: state.first_sequence - 1,
-            });
-        }
-        let deliveries = Self::pull(&consumer, limit as usize, max_wait).await?;
-        let returned = nak_all(&deliveries).await;
-        let mut facts = Vec::with_capacity(deliveries.len());
-        let mut expected = cursor + 1;
-        for message in &deliveries {
-            let stored = decode_delivery(message, spec.category)?;
-            if stored.offset != expected {
-                break; // a hole: earlier deliveries are still in flight
-            }
-            expected += 1;
-            facts.push(stored);
-        }
-        returned?;
-        if facts.is_empty() && !deliveries.is_empty() {
-            return Err(StoreError::InFlight {
-                consumer: spec.name.clone(),
-            });
-        }
-        let high_watermark = if facts.is_empty() {
-            state.last_sequence
-        } else {
-            self.stream_state(spec.category).await?.last_sequence
-        };
-        Ok(Page {
-            facts,
-            high_watermark,
-        })
+        self.fetch_page(spec, limit, max_wait).await
     }
 
     async fn confirm(&self, spec: &ConsumerSpec, offset: u64) -> Result<u64, StoreError> {
+        self.confirm_offset(spec, offset).await
+    }
+
+    async fn cursor(&self, spec: &ConsumerSpec) -> Result<(u64, u64), StoreError> {
         let handle = self.consumer(spec)?;
-        let _serial = handle.lock.lock().await;
+        let confirmed = handle.marks.lock().await.confirmed;
         let mut consumer = handle.consumer.clone();
         let info = consumer
             .info()
             .await
             .map_err(|e| unavailable(&format!("consumer info of {}", spec.name), e))?;
-        let cursor = info.ack_floor.stream_sequence;
-        let fetched = info.delivered.stream_sequence;
-        if offset <= cursor {
-            return Ok(cursor);
-        }
-        if offset > fetched {
-            return Err(StoreError::BeyondFetched {
-                consumer: spec.name.clone(),
-                offset,
-                fetched,
-            });
-        }
-        let want = usize::try_from(offset - cursor).unwrap_or(usize::MAX);
-        let deliveries = Self::pull(&consumer, want, Duration::ZERO).await?;
-        let mut confirmed = None;
-        let mut give_back = Vec::new();
-        for message in deliveries {
-            let sequence = message
-                .info()
-                .map_err(|e| StoreError::Corrupt(format!("delivery metadata: {e}")))?
-                .stream_sequence;
-            if sequence == offset {
-                message
-                    .double_ack()
-                    .await
-                    .map_err(|e| unavailable("acknowledging", e))?;
-                confirmed = Some(offset);
-            } else if sequence > offset {
-                give_back.push(message);
-            }
-        }
-        nak_all(&give_back).await?;
-        confirmed.ok_or(StoreError::InFlight {
-            consumer: spec.name.clone(),
-        })
-    }
-
-    async fn cursor(&self, spec: &ConsumerSpec) -> Result<(u64, u64), StoreError> {
-        let mut consumer = self.consumer(spec)?.consumer.clone();
-        let info = consumer
-            .info()
-            .await
-            .map_err(|e| unavailable(&format!("consumer info of {}", spec.name), e))?;
-        let cursor = info.ack_floor.stream_sequence;
+        let cursor = info.ack_floor.stream_sequence.max(confirmed);
         Ok((
             cursor,
             self.stream_state(spec.category).await?.last_sequence,

@@ -6,6 +6,7 @@
 //! The port never sees certificates, identities or wire encodings: authorization and validation
 //! happen above it.
 
+mod consumers;
 mod error;
 pub mod jetstream;
 mod objects;

@@ -30,7 +30,9 @@ impl HttpReply {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.lines().find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     }
 }
@@ -76,7 +78,10 @@ impl Curl {
             command.arg("--data-binary").arg("@-");
         }
         command.arg(format!("{}{}", self.base, path));
-        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("run curl");
         if let Some(body) = body {
             use std::io::Write;
@@ -86,7 +91,10 @@ impl Curl {
         drop(child.stdin.take());
         let output = child.wait_with_output().expect("curl output");
         HttpReply {
-            status: String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0),
+            status: String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(0),
             headers: std::fs::read_to_string(&headers).unwrap_or_default(),
             body: std::fs::read(&out).unwrap_or_default(),
             curl_exit: output.status.code().unwrap_or(-1),
@@ -96,7 +104,11 @@ impl Curl {
 
     /// POST a JSON request to a BoundaryService or ArtifactService method.
     pub fn post_json(&self, method_path: &str, json: &str) -> HttpReply {
-        self.request(method_path, &["-H", "content-type: application/json"], Some(json.as_bytes()))
+        self.request(
+            method_path,
+            &["-H", "content-type: application/json"],
+            Some(json.as_bytes()),
+        )
     }
 
     pub fn append(&self, json: &str) -> HttpReply {
@@ -113,7 +125,8 @@ impl Curl {
     pub fn confirm(&self, consumer: &str, offset: u64) -> HttpReply {
         self.post_json(
             "/bsfg.v1.BoundaryService/ConfirmReceipt",
-            &serde_json::json!({"consumerName": consumer, "offset": offset.to_string()}).to_string(),
+            &serde_json::json!({"consumerName": consumer, "offset": offset.to_string()})
+                .to_string(),
         )
     }
 }
@@ -149,7 +162,14 @@ pub struct ClientCall<'a> {
 
 /// Runs one call with a real Connect client; returns its one JSON line:
 /// `{"ok": response}` or `{"error": {"code", "message"}}`.
-pub fn connect_call(client: ConnectClient, url: &str, ca: &PathBuf, cert: &PathBuf, key: &PathBuf, call: &ClientCall) -> serde_json::Value {
+pub fn connect_call(
+    client: ConnectClient,
+    url: &str,
+    ca: &PathBuf,
+    cert: &PathBuf,
+    key: &PathBuf,
+    call: &ClientCall,
+) -> serde_json::Value {
     let root = super::manifest_dir();
     let mut command = match client {
         ConnectClient::Node => {
@@ -173,19 +193,30 @@ pub fn connect_call(client: ConnectClient, url: &str, ca: &PathBuf, cert: &PathB
         }
     };
     command
-        .arg("--url").arg(url)
-        .arg("--ca").arg(ca)
-        .arg("--cert").arg(cert)
-        .arg("--key").arg(key)
-        .arg("--service").arg(call.service)
-        .arg("--method").arg(call.method)
-        .arg("--codec").arg(call.codec)
-        .arg("--http").arg(call.http)
-        .arg("--request").arg(&call.request);
+        .arg("--url")
+        .arg(url)
+        .arg("--ca")
+        .arg(ca)
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key)
+        .arg("--service")
+        .arg(call.service)
+        .arg("--method")
+        .arg(call.method)
+        .arg("--codec")
+        .arg(call.codec)
+        .arg("--http")
+        .arg(call.http)
+        .arg("--request")
+        .arg(&call.request);
     if call.gzip {
         command.arg("--gzip");
     }
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run the {client:?} client: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the {client:?} client: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|_| {

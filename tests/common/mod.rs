@@ -61,12 +61,23 @@ pub struct Process {
 
 impl Process {
     fn spawn(name: &str, mut command: Command) -> Process {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -82,7 +93,11 @@ impl Process {
                 }
             });
         }
-        Process { child: Some(child), output, name: name.to_string() }
+        Process {
+            child: Some(child),
+            output,
+            name: name.to_string(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -94,7 +109,11 @@ impl Process {
     }
 
     pub fn log_contains(&self, needle: &str) -> bool {
-        self.output.lock().expect("log lock").iter().any(|l| l.contains(needle))
+        self.output
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| l.contains(needle))
     }
 
     pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> bool {
@@ -114,7 +133,10 @@ impl Process {
     }
 
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status();
     }
 
     /// SIGTERM, then wait up to `deadline` for a clean exit; returns the exit status.
@@ -184,8 +206,15 @@ impl NatsServer {
         let mut command = Command::new(nats_server_binary());
         command.arg("-c").arg(&conf);
         let process = Process::spawn("nats-server", command);
-        assert!(wait_for_port(port, Duration::from_secs(10)), "nats-server did not listen on {port}");
-        NatsServer { port, dir: dir.to_path_buf(), process }
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "nats-server did not listen on {port}"
+        );
+        NatsServer {
+            port,
+            dir: dir.to_path_buf(),
+            process,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -218,17 +247,29 @@ impl Pki {
         let ca = DevCa::create(name).expect("create CA");
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, ca.pem()).expect("write ca.pem");
-        Pki { dir: dir.to_path_buf(), ca, ca_path }
+        Pki {
+            dir: dir.to_path_buf(),
+            ca,
+            ca_path,
+        }
     }
 
     /// A certificate for `name` valid from an hour ago for a year.
     pub fn issue(&self, name: &str) -> CertFiles {
-        self.issue_valid(name, OffsetDateTime::now_utc() - time::Duration::hours(1), 365)
+        self.issue_valid(
+            name,
+            OffsetDateTime::now_utc() - time::Duration::hours(1),
+            365,
+        )
     }
 
     /// A certificate that expired yesterday.
     pub fn issue_expired(&self, name: &str) -> CertFiles {
-        self.issue_valid(name, OffsetDateTime::now_utc() - time::Duration::days(10), 9)
+        self.issue_valid(
+            name,
+            OffsetDateTime::now_utc() - time::Duration::days(10),
+            9,
+        )
     }
 
     pub fn issue_valid(&self, name: &str, not_before: OffsetDateTime, days: i64) -> CertFiles {
@@ -237,8 +278,12 @@ impl Pki {
             .issue(name, &["localhost".to_string()], not_before, days)
             .expect("issue certificate");
         let files = CertFiles {
-            cert: self.dir.join(format!("{name}-{}.pem", not_before.unix_timestamp())),
-            key: self.dir.join(format!("{name}-{}.key", not_before.unix_timestamp())),
+            cert: self
+                .dir
+                .join(format!("{name}-{}.pem", not_before.unix_timestamp())),
+            key: self
+                .dir
+                .join(format!("{name}-{}.key", not_before.unix_timestamp())),
         };
         std::fs::write(&files.cert, cert).expect("write cert");
         std::fs::write(&files.key, key).expect("write key");
@@ -304,7 +349,11 @@ impl Zone {
         let port = free_port();
         let config_path = dir.path().join("bsfg.toml");
         let mut zone = Zone {
-            node: Process::spawn("placeholder", { let mut c = Command::new("true"); c.arg("x"); c }),
+            node: Process::spawn("placeholder", {
+                let mut c = Command::new("true");
+                c.arg("x");
+                c
+            }),
             dir,
             pki,
             nats,
@@ -386,7 +435,11 @@ operator = true
 
     pub fn start_node(&self) -> Process {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bsfg"));
-        command.arg("serve").arg("--config").arg(&self.config_path).env("RUST_LOG", "info,async_nats=warn");
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info,async_nats=warn");
         let process = Process::spawn("bsfg", command);
         assert!(
             process.wait_for_log("bsfg node serving", Duration::from_secs(20)),

@@ -1,0 +1,59 @@
+# bsfg: the single front door. `make help` lists the targets.
+# Tools are installed (idempotently) by `make setup` (scripts/setup.sh); docs/tooling.md says what
+# and from where. The BSFG_* variables below tell the Rust tests where those tools are.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+CARGO ?= cargo
+STATIC_TARGET := x86_64-unknown-linux-musl
+# Extra arguments for cargo test, e.g. make test TEST_ARGS='-- --nocapture'.
+TEST_ARGS ?=
+
+export BSFG_NATS_SERVER := $(ROOT)/.tools/bin/nats-server
+export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
+export BSFG_PY := $(ROOT)/.tools/venv/bin/python
+export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
+
+.PHONY: help setup build static lint test demo bench clean distclean
+
+help:
+	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
+	@echo "make build      cargo build --release"
+	@echo "make static     cargo build --release --target $(STATIC_TARGET) (static binary)"
+	@echo "make lint       cargo fmt --check, clippy -D warnings, buf lint, shellcheck"
+	@echo "make test       setup, lint, cargo test --all-targets, then a summary (TEST_ARGS=... for cargo test)"
+	@echo "make demo       setup, build, scripts/demo.sh"
+	@echo "make bench      setup, build, scripts/bench.sh"
+	@echo "make clean      cargo clean and remove the generated client code"
+	@echo "make distclean  clean, and remove .tools/ and node_modules/ too"
+
+setup:
+	@cd $(ROOT) && scripts/setup.sh
+
+build:
+	cd $(ROOT) && $(CARGO) build --release
+
+static: setup
+	cd $(ROOT) && $(CARGO) build --release --target $(STATIC_TARGET)
+
+lint: setup
+	@cd $(ROOT) && scripts/lint.sh
+
+test:
+	@cd $(ROOT) && scripts/test.sh $(TEST_ARGS)
+
+demo: setup build
+	@cd $(ROOT) && scripts/demo.sh
+
+bench: setup build
+	@cd $(ROOT) && scripts/bench.sh
+
+clean:
+	cd $(ROOT) && $(CARGO) clean
+	rm -rf $(ROOT)/tests/clients/node/gen $(ROOT)/tests/clients/python/gen $(ROOT)/out
+
+distclean: clean
+	rm -rf $(ROOT)/.tools $(ROOT)/tests/clients/node/node_modules

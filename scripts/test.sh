@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# `make test`: runs scripts/setup.sh, then scripts/lint.sh, then `cargo test --all-targets` (extra
+# arguments go to cargo test) with the BSFG_* variables that tell the tests where the tools are,
+# and ends with a summary: one line per phase and a total "tests: N passed, N failed, N skipped".
+# Lint failures do not stop the tests; a setup failure stops everything. Exits non-zero if any
+# phase failed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export BSFG_NATS_SERVER=${BSFG_NATS_SERVER:-$ROOT/.tools/bin/nats-server}
+export BSFG_NODE_CLIENT=${BSFG_NODE_CLIENT:-$ROOT/tests/clients/node/call.mjs}
+export BSFG_PY=${BSFG_PY:-$ROOT/.tools/venv/bin/python}
+export BSFG_PY_CLIENT=${BSFG_PY_CLIENT:-$ROOT/tests/clients/python/call.py}
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+phases=()
+failed=0
+totals="0 0 0"
+
+# phase NAME DETAIL RC SECONDS: records one summary line.
+phase() {
+    local status=ok
+    if [ "$3" -ne 0 ]; then
+        status=FAILED
+        failed=1
+    fi
+    phases+=("$(printf '%-12s %-7s %5ss  %s' "$1" "$status" "$4" "$2")")
+}
+
+summary() {
+    echo
+    echo "==================== make test: summary ===================="
+    printf '%s\n' "${phases[@]}"
+    echo "tool env: BSFG_NATS_SERVER=$BSFG_NATS_SERVER"
+    echo "          BSFG_NODE_CLIENT=$BSFG_NODE_CLIENT"
+    echo "          BSFG_PY=$BSFG_PY BSFG_PY_CLIENT=$BSFG_PY_CLIENT"
+    echo "============================================================"
+    read -r passed failed_tests skipped <<<"$totals"
+    echo "tests: $passed passed, $failed_tests failed, $skipped skipped"
+    if [ "$failed" -ne 0 ]; then echo "make test: FAILED"; else echo "make test: OK"; fi
+}
+
+echo "=== setup"
+start=$SECONDS
+rc=0
+scripts/setup.sh || rc=$?
+phase setup "scripts/setup.sh" "$rc" $((SECONDS - start))
+if [ "$rc" -ne 0 ]; then
+    summary
+    exit 1
+fi
+
+echo "=== lint"
+start=$SECONDS
+rc=0
+scripts/lint.sh || rc=$?
+phase lint "scripts/lint.sh (fmt, clippy, buf lint, shellcheck)" "$rc" $((SECONDS - start))
+
+echo "=== cargo test --all-targets $*"
+start=$SECONDS
+rc=0
+cargo test --all-targets "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+# Sum the "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines of every test binary.
+totals=$(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i) ~ /^passed/) p += $(i - 1)
+            if ($(i) ~ /^failed/) f += $(i - 1)
+            if ($(i) ~ /^ignored/) s += $(i - 1)
+        }
+        n++
+    } END { printf "%d %d %d %d", p, f, s, n }' "$log")
+read -r passed failed_tests skipped binaries <<<"$totals"
+totals="$passed $failed_tests $skipped"
+phase "cargo test" "$passed passed, $failed_tests failed, $skipped ignored in $binaries test binaries" "$rc" $((SECONDS - start))
+
+summary
+exit "$failed"

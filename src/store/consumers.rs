@@ -1,0 +1,185 @@
+//! FetchFacts and ConfirmReceipt on JetStream (SPEC §3, §4).
+//!
+//! - The cursor is the durable consumer's ack floor (`AckPolicy::All`), so `nats consumer info`
+//!   shows it. nats-server flushes consumer acks lazily, so a kill -9 of nats-server can lose the
+//!   latest ones; the node therefore also writes each confirmed offset to the KV bucket
+//!   `bsfg_consumer_marks` after the ack, and the cursor is the higher of the two.
+//! - A page is read straight from the category stream by sequence (direct get), starting right
+//!   after the cursor: the same call without a confirm returns the same page, whatever happened in
+//!   between. The highest offset ever returned is kept per consumer in the same KV bucket;
+//!   confirming beyond it is refused.
+//! - Confirming pulls the consumer's next deliveries up to the offset and acks that one message,
+//!   which acks everything before it; any delivery past the offset is handed back (NAK).
+//! - Facts after the cursor that retention already evicted are reported as a gap (`data_loss`),
+//!   never skipped.
+//!
+//! Limits: if the node dies between pulling and acking in a confirm, those deliveries stay in
+//! flight for the consumer's ack wait (5 s); a confirm meanwhile answers `InFlight` (retry).
+
+use super::{
+    Page, StoreError,
+    jetstream::{JetStreamStore, unavailable},
+};
+use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
+use async_nats::jetstream::{self, AckKind};
+use futures::{StreamExt, future::try_join_all};
+use prost::Message;
+use std::time::{Duration, Instant};
+
+/// How often a long poll re-reads the stream in case someone else appended.
+const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
+
+fn decode(
+    message: &jetstream::message::StreamMessage,
+    category: Category,
+) -> Result<StoredFact, StoreError> {
+    let mut stored = StoredFact::decode(message.payload.as_ref())
+        .map_err(|e| StoreError::Corrupt(format!("offset {}: {e}", message.sequence)))?;
+    stored.offset = message.sequence;
+    stored.category = category.to_wire() as i32;
+    stored.appended_at_unix_ms =
+        i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX);
+    Ok(stored)
+}
+
+impl JetStreamStore {
+    /// JetStream's ack floor of the consumer.
+    async fn ack_floor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
+        let mut consumer = self.consumer(spec)?.consumer.clone();
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| unavailable(&format!("consumer info of {}", spec.name), e))?;
+        Ok(info.ack_floor.stream_sequence)
+    }
+
+    async fn write_mark(&self, key: String, value: u64) -> Result<(), StoreError> {
+        self.marks
+            .put(&key, value.to_string().into())
+            .await
+            .map_err(|e| unavailable(&format!("recording consumer mark {key}"), e))?;
+        Ok(())
+    }
+
+    pub(super) async fn fetch_page(
+        &self,
+        spec: &ConsumerSpec,
+        limit: u32,
+        max_wait: Duration,
+    ) -> Result<Page, StoreError> {
+        let handle = self.consumer(spec)?;
+        let mut marks = handle.marks.lock().await;
+        // Subscribe before reading the stream so an append in between still wakes us.
+        let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
+        let cursor = self.ack_floor(spec).await?.max(marks.confirmed);
+        let mut state = self.stream_state(spec.category).await?;
+        let deadline = Instant::now() + max_wait;
+        while state.last_sequence <= cursor && Instant::now() < deadline {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(LONG_POLL_RECHECK);
+            if let Some(rx) = appended.as_mut() {
+                let _ = tokio::time::timeout(wait, rx.changed()).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+            state = self.stream_state(spec.category).await?;
+        }
+        if state.last_sequence > cursor && state.first_sequence > cursor + 1 {
+            return Err(StoreError::Gap {
+                consumer: spec.name.clone(),
+                from: cursor + 1,
+                to: state.first_sequence - 1,
+            });
+        }
+        let end = state.last_sequence.min(cursor + u64::from(limit));
+        let stream = self.stream(spec.category)?;
+        let messages = try_join_all((cursor + 1..=end).map(|seq| stream.direct_get(seq)))
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::stream::DirectGetErrorKind::NotFound => StoreError::Gap {
+                    consumer: spec.name.clone(),
+                    from: cursor + 1,
+                    to: end,
+                },
+                _ => unavailable("reading facts", e),
+            })?;
+        let facts = messages
+            .iter()
+            .map(|m| decode(m, spec.category))
+            .collect::<Result<Vec<_>, _>>()?;
+        if end > marks.fetched {
+            self.write_mark(format!("{}.fetched", spec.name), end)
+                .await?;
+            marks.fetched = end;
+        }
+        Ok(Page {
+            facts,
+            high_watermark: state.last_sequence,
+        })
+    }
+
+    pub(super) async fn confirm_offset(
+        &self,
+        spec: &ConsumerSpec,
+        offset: u64,
+    ) -> Result<u64, StoreError> {
+        let handle = self.consumer(spec)?;
+        let mut marks = handle.marks.lock().await;
+        let floor = self.ack_floor(spec).await?;
+        let cursor = floor.max(marks.confirmed);
+        if offset <= cursor {
+            return Ok(cursor);
+        }
+        if offset > marks.fetched {
+            return Err(StoreError::BeyondFetched {
+                consumer: spec.name.clone(),
+                offset,
+                fetched: marks.fetched,
+            });
+        }
+        let want = usize::try_from(offset - floor).unwrap_or(usize::MAX);
+        let mut deliveries = handle
+            .consumer
+            .fetch()
+            .max_messages(want)
+            .messages()
+            .await
+            .map_err(|e| unavailable("pull request", e))?;
+        let mut confirmed = false;
+        let mut hand_back = Vec::new();
+        while let Some(delivery) = deliveries.next().await {
+            let message = delivery.map_err(|e| unavailable("pull", e))?;
+            let sequence = message
+                .info()
+                .map_err(|e| StoreError::Corrupt(format!("delivery metadata: {e}")))?
+                .stream_sequence;
+            if sequence == offset {
+                message
+                    .double_ack()
+                    .await
+                    .map_err(|e| unavailable("acknowledging", e))?;
+                confirmed = true;
+            } else if sequence > offset {
+                hand_back.push(message);
+            }
+        }
+        try_join_all(
+            hand_back
+                .iter()
+                .map(|m| m.double_ack_with(AckKind::Nak(None))),
+        )
+        .await
+        .map_err(|e| unavailable("handing back deliveries", e))?;
+        if confirmed {
+            self.write_mark(format!("{}.confirmed", spec.name), offset)
+                .await?;
+            marks.confirmed = offset;
+            Ok(offset)
+        } else {
+            Err(StoreError::InFlight {
+                consumer: spec.name.clone(),
+            })
+        }
+    }
+}
