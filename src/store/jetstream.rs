@@ -224,7 +224,12 @@ async fn ensure_stream(
         } else {
             DiscardPolicy::Old
         },
-        duplicate_window: policy.duplicate_window,
+        // JetStream refuses a duplicate window longer than max_age; idempotency does not use it.
+        duplicate_window: if policy.max_age.is_zero() {
+            policy.duplicate_window
+        } else {
+            policy.duplicate_window.min(policy.max_age)
+        },
         allow_direct: true,
         ..Default::default()
     };

@@ -449,6 +449,14 @@ operator = true
         process
     }
 
+    /// Issues a client certificate for `name` as `pki/<name>.pem` / `.key` (for identities a
+    /// test adds to the policy through `extra_toml`).
+    pub fn issue_client(&self, name: &str) {
+        let files = self.pki.issue(name);
+        std::fs::copy(&files.cert, self.pki.dir.join(format!("{name}.pem"))).expect("copy cert");
+        std::fs::copy(&files.key, self.pki.dir.join(format!("{name}.key"))).expect("copy key");
+    }
+
     /// kill -9 the node and start it again with the same config.
     pub fn restart_node(&mut self) {
         self.node.kill();

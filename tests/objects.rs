@@ -1,0 +1,100 @@
+//! Artifacts: PutObject/GetObject on the JetStream Object Store with content-addressed digests,
+//! and AppendFact's check that a referenced artifact is stored as the reference says.
+
+mod common;
+
+use base64::Engine;
+use common::{PEER, PRODUCER, Zone};
+use sha2::{Digest, Sha256};
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn put(zone: &Zone, key: &str, data: &[u8]) -> common::clients::HttpReply {
+    zone.curl(PRODUCER).post_json(
+        "/bsfg.v1.BoundaryService/PutObject",
+        &serde_json::json!({"bucket": "batch-files", "key": key, "data": b64(data), "mediaType": "application/pdf"}).to_string(),
+    )
+}
+
+fn get(zone: &Zone, key: &str, offset: u64, limit: u32) -> common::clients::HttpReply {
+    zone.curl(PEER).post_json(
+        "/bsfg.v1.ArtifactService/GetObject",
+        &serde_json::json!({"bucket": "batch-files", "key": key, "offset": offset.to_string(), "limitBytes": limit}).to_string(),
+    )
+}
+
+fn artifact_fact(message_id: &str, key: &str, digest: &str, size: usize, media_type: &str) -> String {
+    let object_json = format!(
+        "{{\"bucket\":\"batch-files\",\"digest\":\"{digest}\",\"file_name\":\"report.pdf\",\"key\":\"{key}\",\"media_type\":\"{media_type}\",\"size\":{size}}}"
+    );
+    serde_json::json!({
+        "envelope": {"messageId": message_id, "fromZone": "plant-a", "toZone": "enterprise",
+                     "producedAtUnixMs": "1700000000000", "objectMediaType": "application/pdf"},
+        "fact": {"subject": "batch:B-7", "predicate": "report_attached", "objectJson": object_json},
+    })
+    .to_string()
+}
+
+#[test]
+fn put_is_content_addressed_idempotent_and_immutable() {
+    let zone = Zone::start();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let first = put(&zone, "B-7/report.pdf", &data);
+    assert_eq!(first.status, 200, "{:?}", first.json());
+    assert_eq!(first.json()["digest"], digest);
+    assert_eq!(first.json()["size"], "200000");
+    assert_eq!(put(&zone, "B-7/report.pdf", &data).json(), first.json(), "same bytes again is idempotent");
+    let other = put(&zone, "B-7/report.pdf", b"other bytes");
+    assert_eq!(other.code(), "already_exists");
+
+    // Read it back in bounded chunks; the server caps a chunk at 64 KiB in the test config.
+    let mut read = Vec::new();
+    loop {
+        let chunk = get(&zone, "B-7/report.pdf", read.len() as u64, 0);
+        assert_eq!(chunk.status, 200, "{:?}", chunk.json());
+        let json = chunk.json();
+        assert_eq!(json["digest"], digest);
+        assert_eq!(json["mediaType"], "application/pdf");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(json["data"].as_str().unwrap_or(""))
+            .expect("base64 data");
+        assert!(bytes.len() <= 65536, "chunk of {} bytes exceeds the cap", bytes.len());
+        read.extend_from_slice(&bytes);
+        if json["eof"] == true {
+            break;
+        }
+        assert!(!bytes.is_empty(), "no progress before eof");
+    }
+    assert_eq!(read, data);
+    let small = get(&zone, "B-7/report.pdf", 10, 5).json();
+    assert_eq!(small["data"], b64(&data[10..15]));
+    assert_eq!(get(&zone, "B-7/report.pdf", 200_001, 5).code(), "out_of_range");
+    assert_eq!(get(&zone, "B-7/missing.pdf", 0, 5).code(), "not_found");
+}
+
+#[test]
+fn facts_may_only_reference_artifacts_stored_as_referenced() {
+    let zone = Zone::start();
+    let data = b"%PDF-1.7 batch report".to_vec();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    let mes = zone.curl(PRODUCER);
+
+    let missing = mes.append(&artifact_fact("a-1", "B-7/report.pdf", &digest, data.len(), "application/pdf"));
+    assert_eq!(missing.code(), "not_found", "{:?}", missing.json());
+
+    assert_eq!(put(&zone, "B-7/report.pdf", &data).status, 200);
+    let wrong_digest = format!("sha256:{}", "0".repeat(64));
+    let mismatch = mes.append(&artifact_fact("a-2", "B-7/report.pdf", &wrong_digest, data.len(), "application/pdf"));
+    assert_eq!(mismatch.code(), "invalid_argument");
+    let wrong_size = mes.append(&artifact_fact("a-3", "B-7/report.pdf", &digest, data.len() + 1, "application/pdf"));
+    assert_eq!(wrong_size.code(), "invalid_argument");
+    let wrong_type = mes.append(&artifact_fact("a-4", "B-7/report.pdf", &digest, data.len(), "text/plain"));
+    assert_eq!(wrong_type.code(), "invalid_argument");
+
+    let ok = mes.append(&artifact_fact("a-5", "B-7/report.pdf", &digest, data.len(), "application/pdf"));
+    assert_eq!(ok.json()["offset"], "1", "{:?}", ok.json());
+    assert_eq!(zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"], "1");
+}
