@@ -14,17 +14,26 @@ fn same_fact_twice_is_a_duplicate_and_other_content_is_a_conflict() {
     let first = mes.append(&append_json("id-1", "plant-a", "{\"v\":1}"));
     assert_eq!(first.json(), serde_json::json!({"offset": "1"}));
     let again = mes.append(&append_json("id-1", "plant-a", "{\"v\":1}"));
-    assert_eq!(again.json(), serde_json::json!({"offset": "1", "duplicate": true}));
+    assert_eq!(
+        again.json(),
+        serde_json::json!({"offset": "1", "duplicate": true})
+    );
 
     // produced_at is not part of the content: a retry with a new clock reading is a duplicate.
-    let mut retried: serde_json::Value = serde_json::from_str(&append_json("id-1", "plant-a", "{\"v\":1}")).expect("json");
+    let mut retried: serde_json::Value =
+        serde_json::from_str(&append_json("id-1", "plant-a", "{\"v\":1}")).expect("json");
     retried["envelope"]["producedAtUnixMs"] = "1700000009999".into();
     assert_eq!(mes.append(&retried.to_string()).json()["duplicate"], true);
 
     let conflict = mes.append(&append_json("id-1", "plant-a", "{\"v\":2}"));
     assert_eq!(conflict.status, 409);
     assert_eq!(conflict.code(), "already_exists");
-    assert!(conflict.json()["message"].as_str().unwrap_or("").contains("id-1"));
+    assert!(
+        conflict.json()["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("id-1")
+    );
 
     // A label is content too.
     let mut labelled = retried.clone();
@@ -32,7 +41,11 @@ fn same_fact_twice_is_a_duplicate_and_other_content_is_a_conflict() {
     assert_eq!(mes.append(&labelled.to_string()).code(), "already_exists");
 
     let page = zone.curl(PEER).fetch("to-idmz", 10);
-    assert_eq!(offsets(&page), vec![1], "nothing but the first fact was written");
+    assert_eq!(
+        offsets(&page),
+        vec![1],
+        "nothing but the first fact was written"
+    );
     assert_eq!(page.json()["facts"][0]["fact"]["objectJson"], "{\"v\":1}");
 }
 
@@ -43,14 +56,26 @@ fn idempotency_outlives_the_jetstream_duplicate_window() {
         ..Default::default()
     });
     let mes = zone.curl(PRODUCER);
-    assert_eq!(mes.append(&append_json("late-1", "plant-a", "1")).json()["offset"], "1");
-    assert_eq!(mes.append(&append_json("late-2", "plant-a", "2")).json()["offset"], "2");
+    assert_eq!(
+        mes.append(&append_json("late-1", "plant-a", "1")).json()["offset"],
+        "1"
+    );
+    assert_eq!(
+        mes.append(&append_json("late-2", "plant-a", "2")).json()["offset"],
+        "2"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     let dup = mes.append(&append_json("late-1", "plant-a", "1"));
-    assert_eq!(dup.json(), serde_json::json!({"offset": "1", "duplicate": true}));
+    assert_eq!(
+        dup.json(),
+        serde_json::json!({"offset": "1", "duplicate": true})
+    );
     let conflict = mes.append(&append_json("late-2", "plant-a", "3"));
     assert_eq!(conflict.code(), "already_exists");
-    assert_eq!(zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"], "2");
+    assert_eq!(
+        zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"],
+        "2"
+    );
 }
 
 #[test]
@@ -59,23 +84,51 @@ fn concurrent_identical_appends_get_one_offset() {
     let mes = zone.curl(PRODUCER);
     let body = append_json("race-1", "plant-a", "{\"race\":true}");
     let replies: Vec<serde_json::Value> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..16).map(|_| s.spawn(|| mes.append(&body).json())).collect();
-        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        let handles: Vec<_> = (0..16)
+            .map(|_| s.spawn(|| mes.append(&body).json()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
     });
-    let offsets: std::collections::BTreeSet<_> = replies.iter().map(|r| r["offset"].to_string()).collect();
-    assert_eq!(offsets.len(), 1, "all callers see the same offset: {replies:?}");
-    let originals = replies.iter().filter(|r| r.get("duplicate").is_none()).count();
-    assert_eq!(originals, 1, "exactly one caller wrote the fact: {replies:?}");
-    assert_eq!(zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"], "1");
+    let offsets: std::collections::BTreeSet<_> =
+        replies.iter().map(|r| r["offset"].to_string()).collect();
+    assert_eq!(
+        offsets.len(),
+        1,
+        "all callers see the same offset: {replies:?}"
+    );
+    let originals = replies
+        .iter()
+        .filter(|r| r.get("duplicate").is_none())
+        .count();
+    assert_eq!(
+        originals, 1,
+        "exactly one caller wrote the fact: {replies:?}"
+    );
+    assert_eq!(
+        zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"],
+        "1"
+    );
 }
 
 #[test]
 fn idempotency_survives_restarts() {
     let mut zone = Zone::start();
     let mes = zone.curl(PRODUCER);
-    assert_eq!(mes.append(&append_json("r-1", "plant-a", "true")).json()["offset"], "1");
+    assert_eq!(
+        mes.append(&append_json("r-1", "plant-a", "true")).json()["offset"],
+        "1"
+    );
     zone.nats.restart();
     zone.restart_node();
-    assert_eq!(mes.append(&append_json("r-1", "plant-a", "true")).json()["duplicate"], true);
-    assert_eq!(mes.append(&append_json("r-1", "plant-a", "false")).code(), "already_exists");
+    assert_eq!(
+        mes.append(&append_json("r-1", "plant-a", "true")).json()["duplicate"],
+        true
+    );
+    assert_eq!(
+        mes.append(&append_json("r-1", "plant-a", "false")).code(),
+        "already_exists"
+    );
 }

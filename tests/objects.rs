@@ -25,7 +25,13 @@ fn get(zone: &Zone, key: &str, offset: u64, limit: u32) -> common::clients::Http
     )
 }
 
-fn artifact_fact(message_id: &str, key: &str, digest: &str, size: usize, media_type: &str) -> String {
+fn artifact_fact(
+    message_id: &str,
+    key: &str,
+    digest: &str,
+    size: usize,
+    media_type: &str,
+) -> String {
     let object_json = format!(
         "{{\"bucket\":\"batch-files\",\"digest\":\"{digest}\",\"file_name\":\"report.pdf\",\"key\":\"{key}\",\"media_type\":\"{media_type}\",\"size\":{size}}}"
     );
@@ -46,7 +52,11 @@ fn put_is_content_addressed_idempotent_and_immutable() {
     assert_eq!(first.status, 200, "{:?}", first.json());
     assert_eq!(first.json()["digest"], digest);
     assert_eq!(first.json()["size"], "200000");
-    assert_eq!(put(&zone, "B-7/report.pdf", &data).json(), first.json(), "same bytes again is idempotent");
+    assert_eq!(
+        put(&zone, "B-7/report.pdf", &data).json(),
+        first.json(),
+        "same bytes again is idempotent"
+    );
     let other = put(&zone, "B-7/report.pdf", b"other bytes");
     assert_eq!(other.code(), "already_exists");
 
@@ -61,7 +71,11 @@ fn put_is_content_addressed_idempotent_and_immutable() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(json["data"].as_str().unwrap_or(""))
             .expect("base64 data");
-        assert!(bytes.len() <= 65536, "chunk of {} bytes exceeds the cap", bytes.len());
+        assert!(
+            bytes.len() <= 65536,
+            "chunk of {} bytes exceeds the cap",
+            bytes.len()
+        );
         read.extend_from_slice(&bytes);
         if json["eof"] == true {
             break;
@@ -71,7 +85,10 @@ fn put_is_content_addressed_idempotent_and_immutable() {
     assert_eq!(read, data);
     let small = get(&zone, "B-7/report.pdf", 10, 5).json();
     assert_eq!(small["data"], b64(&data[10..15]));
-    assert_eq!(get(&zone, "B-7/report.pdf", 200_001, 5).code(), "out_of_range");
+    assert_eq!(
+        get(&zone, "B-7/report.pdf", 200_001, 5).code(),
+        "out_of_range"
+    );
     assert_eq!(get(&zone, "B-7/missing.pdf", 0, 5).code(), "not_found");
 }
 
@@ -82,19 +99,52 @@ fn facts_may_only_reference_artifacts_stored_as_referenced() {
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
     let mes = zone.curl(PRODUCER);
 
-    let missing = mes.append(&artifact_fact("a-1", "B-7/report.pdf", &digest, data.len(), "application/pdf"));
+    let missing = mes.append(&artifact_fact(
+        "a-1",
+        "B-7/report.pdf",
+        &digest,
+        data.len(),
+        "application/pdf",
+    ));
     assert_eq!(missing.code(), "not_found", "{:?}", missing.json());
 
     assert_eq!(put(&zone, "B-7/report.pdf", &data).status, 200);
     let wrong_digest = format!("sha256:{}", "0".repeat(64));
-    let mismatch = mes.append(&artifact_fact("a-2", "B-7/report.pdf", &wrong_digest, data.len(), "application/pdf"));
+    let mismatch = mes.append(&artifact_fact(
+        "a-2",
+        "B-7/report.pdf",
+        &wrong_digest,
+        data.len(),
+        "application/pdf",
+    ));
     assert_eq!(mismatch.code(), "invalid_argument");
-    let wrong_size = mes.append(&artifact_fact("a-3", "B-7/report.pdf", &digest, data.len() + 1, "application/pdf"));
+    let wrong_size = mes.append(&artifact_fact(
+        "a-3",
+        "B-7/report.pdf",
+        &digest,
+        data.len() + 1,
+        "application/pdf",
+    ));
     assert_eq!(wrong_size.code(), "invalid_argument");
-    let wrong_type = mes.append(&artifact_fact("a-4", "B-7/report.pdf", &digest, data.len(), "text/plain"));
+    let wrong_type = mes.append(&artifact_fact(
+        "a-4",
+        "B-7/report.pdf",
+        &digest,
+        data.len(),
+        "text/plain",
+    ));
     assert_eq!(wrong_type.code(), "invalid_argument");
 
-    let ok = mes.append(&artifact_fact("a-5", "B-7/report.pdf", &digest, data.len(), "application/pdf"));
+    let ok = mes.append(&artifact_fact(
+        "a-5",
+        "B-7/report.pdf",
+        &digest,
+        data.len(),
+        "application/pdf",
+    ));
     assert_eq!(ok.json()["offset"], "1", "{:?}", ok.json());
-    assert_eq!(zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"], "1");
+    assert_eq!(
+        zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"],
+        "1"
+    );
 }

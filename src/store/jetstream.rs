@@ -32,11 +32,7 @@ use bytes::Bytes;
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
 
 const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
@@ -45,8 +41,6 @@ pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
 /// KV bucket holding, per consumer, the highest offset FetchFacts returned (`<name>.fetched`) and
 /// the last confirmed offset (`<name>.confirmed`).
 const MARKS_BUCKET: &str = "bsfg_consumer_marks";
-/// How long fill readings are reused before asking JetStream again.
-const FILL_MAX_AGE: Duration = Duration::from_millis(250);
 
 pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
@@ -59,7 +53,6 @@ pub struct JetStreamStore {
     pub(super) buckets: BTreeMap<String, ObjectStore>,
     /// Serializes puts so "exists with other bytes" is decided without a race.
     pub(super) put_lock: Mutex<()>,
-    fills: Mutex<BTreeMap<Category, (Instant, CategoryFill)>>,
 }
 
 pub(super) struct ConsumerHandle {
@@ -142,7 +135,6 @@ impl JetStreamStore {
             appended,
             buckets,
             put_lock: Mutex::new(()),
-            fills: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -375,12 +367,7 @@ impl Store for JetStreamStore {
     }
 
     async fn fill(&self, category: Category) -> Result<CategoryFill, StoreError> {
-        let mut fills = self.fills.lock().await;
-        if let Some((at, fill)) = fills.get(&category) {
-            if at.elapsed() < FILL_MAX_AGE {
-                return Ok(*fill);
-            }
-        }
+        // Read fresh every time: a safety-critical category must not accept on a stale reading.
         let state = self.stream_state(category).await?;
         let max_bytes = self.policies[&category].max_bytes;
         let percent = if max_bytes > 0 {
@@ -388,13 +375,11 @@ impl Store for JetStreamStore {
         } else {
             0.0
         };
-        let fill = CategoryFill {
+        Ok(CategoryFill {
             bytes: state.bytes,
             max_bytes,
             percent,
-        };
-        fills.insert(category, (Instant::now(), fill));
-        Ok(fill)
+        })
     }
 
     async fn put_object(
