@@ -300,6 +300,8 @@ pub struct ZoneOptions {
     /// `[categories.operational]` duplicate window.
     pub duplicate_window: String,
     pub limits_toml: String,
+    /// How often the node checks its certificate files for changes.
+    pub reload_interval: String,
 }
 
 impl Default for ZoneOptions {
@@ -309,6 +311,7 @@ impl Default for ZoneOptions {
             extra_toml: String::new(),
             duplicate_window: "2m".into(),
             limits_toml: String::new(),
+            reload_interval: "200ms".into(),
         }
     }
 }
@@ -377,7 +380,7 @@ address = "127.0.0.1:{port}"
 certificate = "{cert}"
 private_key = "{key}"
 client_ca = "{ca}"
-reload_interval = "200ms"
+reload_interval = "{reload}"
 [nats]
 url = "{nats}"
 [limits]
@@ -425,6 +428,7 @@ operator = true
             nats = self.nats.url(),
             dup = o.duplicate_window,
             limits = o.limits_toml,
+            reload = o.reload_interval,
             extra = o.extra_toml,
         )
     }
