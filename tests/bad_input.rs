@@ -129,11 +129,6 @@ impl Case {
         self
     }
 
-    fn by(mut self, identity: &'static str) -> Case {
-        self.identity = identity;
-        self
-    }
-
     fn expect(mut self, status: u16, code: &'static str) -> Case {
         self.status = status;
         self.code = code;
