@@ -5,7 +5,10 @@
 use std::process::Command;
 
 fn bsfg(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_bsfg")).args(args).output().expect("run bsfg");
+    let output = Command::new(env!("CARGO_BIN_EXE_bsfg"))
+        .args(args)
+        .output()
+        .expect("run bsfg");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -57,30 +60,54 @@ fn check_config_reports_every_problem_with_file_key_and_value() {
         "access[0].assert_zones",
         "access[0].fetch[0] = \"nope\"",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
-    assert!(stderr.lines().filter(|l| l.contains(&file)).count() >= 9, "every line names the file:\n{stderr}");
+    assert!(
+        stderr.lines().filter(|l| l.contains(&file)).count() >= 9,
+        "every line names the file:\n{stderr}"
+    );
 }
 
 #[test]
 fn unknown_keys_and_syntax_errors_name_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bsfg.toml");
-    std::fs::write(&path, "zone = \"plant-a\"\n[listen]\naddress = \"127.0.0.1:1\"\nport = 9443\n").expect("write");
+    std::fs::write(
+        &path,
+        "zone = \"plant-a\"\n[listen]\naddress = \"127.0.0.1:1\"\nport = 9443\n",
+    )
+    .expect("write");
     let (code, _, stderr) = bsfg(&["check-config", "--config", path.to_str().expect("path")]);
     assert_eq!(code, 78);
-    assert!(stderr.contains("line 4") && stderr.contains("port"), "{stderr}");
+    assert!(
+        stderr.contains("line 4") && stderr.contains("port"),
+        "{stderr}"
+    );
 
     let (code, _, stderr) = bsfg(&["check-config", "--config", "/nonexistent/bsfg.toml"]);
     assert_eq!(code, 78);
-    assert!(stderr.contains("/nonexistent/bsfg.toml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/bsfg.toml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn dev_pki_and_a_missing_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = dir.path().join("pki");
-    let (code, stdout, stderr) = bsfg(&["dev-pki", "--out", pki.to_str().expect("path"), "--zone", "plant-a", "--client", "mes"]);
+    let (code, stdout, stderr) = bsfg(&[
+        "dev-pki",
+        "--out",
+        pki.to_str().expect("path"),
+        "--zone",
+        "plant-a",
+        "--client",
+        "mes",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("plant-a-bsfg.pem"), "{stdout}");
     let config = format!(
@@ -95,7 +122,10 @@ fn dev_pki_and_a_missing_certificate() {
 
     // The private key is readable only by its owner.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(pki.join("mes.key")).expect("key").permissions().mode();
+    let mode = std::fs::metadata(pki.join("mes.key"))
+        .expect("key")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Without its identity the node refuses to serve, and says why.
@@ -105,5 +135,8 @@ fn dev_pki_and_a_missing_certificate() {
     assert!(stderr.contains("plant-a-bsfg.key"), "{stderr}");
     let (code, _, stderr) = bsfg(&["serve", "--config", path.to_str().expect("path")]);
     assert_eq!(code, 78, "{stderr}");
-    assert!(stderr.contains("plant-a-bsfg.key") && stderr.contains("refusing to serve"), "{stderr}");
+    assert!(
+        stderr.contains("plant-a-bsfg.key") && stderr.contains("refusing to serve"),
+        "{stderr}"
+    );
 }

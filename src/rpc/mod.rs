@@ -6,6 +6,8 @@ pub mod authz;
 pub mod connect;
 pub mod error;
 pub mod handlers;
+#[cfg(test)]
+mod handlers_tests;
 pub mod server;
 pub mod tls;
 

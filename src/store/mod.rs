@@ -9,6 +9,8 @@
 mod consumers;
 mod error;
 pub mod jetstream;
+#[cfg(test)]
+pub mod memory;
 mod objects;
 
 pub use error::StoreError;

@@ -1,0 +1,199 @@
+//! An in-memory Store for unit tests of the layers above (handlers, and later the pull loop).
+//! Same contract as the JetStream adapter — idempotency by message id and content hash, pages
+//! after the cursor, confirm bounded by what was fetched, immutable objects — with none of its
+//! durability. Never used by `bsfg serve`.
+
+use super::{Appended, CategoryFill, NewFact, ObjectChunk, ObjectInfo, Page, Store, StoreError};
+use crate::{
+    config::ConsumerSpec,
+    fact::{Category, sha256_digest},
+    proto::StoredFact,
+};
+use bytes::Bytes;
+use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+
+#[derive(Default)]
+struct State {
+    facts: BTreeMap<Category, Vec<StoredFact>>,
+    /// (category, message_id) → (offset, content hash)
+    index: BTreeMap<(Category, String), (u64, [u8; 32])>,
+    /// consumer → (cursor, fetched)
+    cursors: BTreeMap<String, (u64, u64)>,
+    objects: BTreeMap<(String, String), (ObjectInfo, Bytes)>,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Store for MemoryStore {
+    async fn append(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
+        let mut state = self.state();
+        let key = (new.category, new.envelope.message_id.clone());
+        if let Some((offset, hash)) = state.index.get(&key) {
+            return if *hash == new.content_hash {
+                Ok(Appended {
+                    offset: *offset,
+                    duplicate: true,
+                })
+            } else {
+                Err(StoreError::Conflict {
+                    message_id: key.1,
+                    offset: *offset,
+                })
+            };
+        }
+        let log = state.facts.entry(new.category).or_default();
+        let offset = log.len() as u64 + 1;
+        log.push(StoredFact {
+            offset,
+            category: new.category.to_wire() as i32,
+            envelope: Some(new.envelope.clone()),
+            fact: Some(new.fact.clone()),
+            appended_at_unix_ms: 1,
+        });
+        state.index.insert(key, (offset, new.content_hash));
+        Ok(Appended {
+            offset,
+            duplicate: false,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        spec: &ConsumerSpec,
+        limit: u32,
+        _max_wait: Duration,
+    ) -> Result<Page, StoreError> {
+        let mut state = self.state();
+        let log = state.facts.get(&spec.category).cloned().unwrap_or_default();
+        let (cursor, fetched) = state.cursors.entry(spec.name.clone()).or_default();
+        let facts: Vec<StoredFact> = log
+            .iter()
+            .skip(*cursor as usize)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        if let Some(last) = facts.last() {
+            *fetched = (*fetched).max(last.offset);
+        }
+        Ok(Page {
+            facts,
+            high_watermark: log.len() as u64,
+        })
+    }
+
+    async fn confirm(&self, spec: &ConsumerSpec, offset: u64) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let (cursor, fetched) = state.cursors.entry(spec.name.clone()).or_default();
+        if offset <= *cursor {
+            return Ok(*cursor);
+        }
+        if offset > *fetched {
+            return Err(StoreError::BeyondFetched {
+                consumer: spec.name.clone(),
+                offset,
+                fetched: *fetched,
+            });
+        }
+        *cursor = offset;
+        Ok(offset)
+    }
+
+    async fn cursor(&self, spec: &ConsumerSpec) -> Result<(u64, u64), StoreError> {
+        let mut state = self.state();
+        let high = state
+            .facts
+            .get(&spec.category)
+            .map_or(0, |l| l.len() as u64);
+        Ok((state.cursors.entry(spec.name.clone()).or_default().0, high))
+    }
+
+    async fn fill(&self, _category: Category) -> Result<CategoryFill, StoreError> {
+        Ok(CategoryFill {
+            bytes: 0,
+            max_bytes: -1,
+            percent: 0.0,
+        })
+    }
+
+    async fn put_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        media_type: &str,
+        data: Bytes,
+    ) -> Result<ObjectInfo, StoreError> {
+        let mut state = self.state();
+        let digest = sha256_digest(&data);
+        let id = (bucket.to_string(), key.to_string());
+        if let Some((info, _)) = state.objects.get(&id) {
+            return if info.digest == digest {
+                Ok(info.clone())
+            } else {
+                Err(StoreError::ObjectExists {
+                    bucket: id.0,
+                    key: id.1,
+                    existing: info.digest.clone(),
+                })
+            };
+        }
+        let info = ObjectInfo {
+            bucket: id.0.clone(),
+            key: id.1.clone(),
+            digest,
+            size: data.len() as u64,
+            media_type: media_type.to_string(),
+        };
+        state.objects.insert(id, (info.clone(), data));
+        Ok(info)
+    }
+
+    async fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        Ok(self
+            .state()
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .map(|(i, _)| i.clone()))
+    }
+
+    async fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        offset: u64,
+        limit: usize,
+    ) -> Result<ObjectChunk, StoreError> {
+        let state = self.state();
+        let (info, data) = state
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .ok_or_else(|| StoreError::ObjectNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })?;
+        if offset > info.size {
+            return Err(StoreError::ObjectOffset {
+                key: key.to_string(),
+                offset,
+                size: info.size,
+            });
+        }
+        let start = offset as usize;
+        let end = (start + limit).min(data.len());
+        Ok(ObjectChunk {
+            info: info.clone(),
+            data: data.slice(start..end),
+            eof: end == data.len(),
+        })
+    }
+}
