@@ -34,14 +34,8 @@ fn ca_bundle_and_node_certificate_reload_on_file_change() {
     let pid = zone.node.pid();
     let second = Pki::new(&zone.dir.path().join("pki2"), "second CA");
     let newcomer = client_of(&zone, &second, PRODUCER, &zone.pki.ca_path);
-    assert_eq!(
-        newcomer
-            .append(&append_json("n-1", "plant-a", "1"))
-            .curl_exit
-            != 0,
-        true,
-        "not trusted yet"
-    );
+    let refused = newcomer.append(&append_json("n-1", "plant-a", "1"));
+    assert_ne!(refused.curl_exit, 0, "not trusted yet: {refused:?}");
 
     // Trust both CAs: clients of the second CA are accepted, the first CA's still are.
     let bundle = format!(

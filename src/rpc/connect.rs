@@ -187,18 +187,14 @@ pub async fn read_request(
     )?;
     let codec = parse_content_type(header_str(&headers, "content-type")?)?;
     let encoding = header_str(&headers, "content-encoding")?;
-    if let Some(e) = encoding {
-        if !matches!(e.to_ascii_lowercase().as_str(), "gzip" | "identity") {
-            return Err(unsupported_encoding(e));
-        }
+    if let Some(e) = encoding
+        && !matches!(e.to_ascii_lowercase().as_str(), "gzip" | "identity")
+    {
+        return Err(unsupported_encoding(e));
     }
-    if let Some(length) = header_str(&headers, "content-length")? {
-        if length
-            .parse::<u64>()
-            .is_ok_and(|n| n > limits.max_bytes as u64)
-        {
-            return Err(too_large("request body", limits.max_bytes));
-        }
+    let declared = header_str(&headers, "content-length")?.and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return Err(too_large("request body", limits.max_bytes));
     }
     let limited = Limited::new(request.into_body(), limits.max_bytes);
     let collected = tokio::time::timeout(limits.body_timeout, limited.collect())
