@@ -2,8 +2,9 @@
 //! needs no openssl recipe. Not for production: the CA key is written next to the certificates.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use std::{
     fs,
@@ -97,9 +98,26 @@ impl DevCa {
         not_before: OffsetDateTime,
         days: i64,
     ) -> Result<(String, String), PkiError> {
+        let mut serial = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+            .map_err(|_| PkiError::Input("no randomness for a serial number".into()))?;
+        serial[0] &= 0x7f; // a positive DER integer
+        self.issue_with_serial(common_name, dns_names, not_before, days, &serial)
+    }
+
+    /// As [`DevCa::issue`], with a chosen serial number (to revoke it in a CRL).
+    pub fn issue_with_serial(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        not_before: OffsetDateTime,
+        days: i64,
+        serial: &[u8],
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate().map_err(generate(common_name))?;
         let mut params =
             CertificateParams::new(dns_names.to_vec()).map_err(generate(common_name))?;
+        params.serial_number = Some(SerialNumber::from_slice(serial));
         params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
@@ -123,6 +141,31 @@ impl DevCa {
             .signed_by(&key, &self.issuer)
             .map_err(generate(common_name))?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+impl DevCa {
+    /// A PEM CRL, valid for a day, revoking the certificates with these serial numbers.
+    pub fn crl(&self, revoked_serials: &[&[u8]]) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(1),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::minutes(1),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).map_err(generate("CRL"))?;
+        crl.pem().map_err(generate("CRL"))
     }
 }
 

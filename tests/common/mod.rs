@@ -302,6 +302,8 @@ pub struct ZoneOptions {
     pub limits_toml: String,
     /// How often the node checks its certificate files for changes.
     pub reload_interval: String,
+    /// CRL files for `tls.crls`.
+    pub crls: Vec<PathBuf>,
 }
 
 impl Default for ZoneOptions {
@@ -312,6 +314,7 @@ impl Default for ZoneOptions {
             duplicate_window: "2m".into(),
             limits_toml: String::new(),
             reload_interval: "200ms".into(),
+            crls: Vec::new(),
         }
     }
 }
@@ -381,6 +384,7 @@ certificate = "{cert}"
 private_key = "{key}"
 client_ca = "{ca}"
 reload_interval = "{reload}"
+crls = [{crls}]
 [nats]
 url = "{nats}"
 [limits]
@@ -429,6 +433,7 @@ operator = true
             dup = o.duplicate_window,
             limits = o.limits_toml,
             reload = o.reload_interval,
+            crls = o.crls.iter().map(|p| format!("\"{}\"", p.display())).collect::<Vec<_>>().join(", "),
             extra = o.extra_toml,
         )
     }
