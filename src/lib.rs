@@ -6,5 +6,6 @@ pub mod config;
 pub mod fact;
 pub mod ops;
 pub mod proto;
+pub mod replicate;
 pub mod rpc;
 pub mod store;

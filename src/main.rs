@@ -5,7 +5,7 @@
 use bsfg::{
     cli::{self, Cli, Command},
     config::Config,
-    ops,
+    ops, replicate,
     rpc::{self, Node, tls::TlsReloader},
     store::jetstream::JetStreamStore,
 };
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             drain_seconds,
         } => serve(&config, Duration::from_secs(drain_seconds)),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Status { config } => cli::status::print_status(&config),
         Command::DevPki {
             out,
             zone,
@@ -131,14 +132,19 @@ async fn run(path: &Path, drain: Duration) -> ExitCode {
         store,
         metrics: Default::default(),
     });
-    // 5. Serve, reloading certificates on SIGHUP and file change.
+    // 5. Pull from the neighbours this node receives from (SPEC §6).
+    if let Err(e) = replicate::start_pulls(&node) {
+        tracing::error!(error = %e, "cannot set up the pulls");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    // 6. Serve, reloading certificates on SIGHUP and file change.
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(rpc::server::serve(
         listener, tls_config, node, stopped, drain,
     ));
     tracing::info!(zone = %config.zone, listen = %local, "bsfg node serving");
-    // 6. Wait for SIGTERM or SIGINT, then drain with a deadline.
+    // 7. Wait for SIGTERM or SIGINT, then drain with a deadline.
     wait_for_stop_signal().await;
     tracing::info!("stop requested");
     let _ = stop.send(true);

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, `dev-pki`.
 
 pub mod dev_pki;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -28,6 +29,12 @@ pub enum Command {
     },
     /// Check a configuration file and the certificates it names; print every problem.
     CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print, per pull and per consumer: peer, cursor, high watermark, lag, last error, last
+    /// success. Reads the zone's nats-server; works whether or not the node is running.
+    Status {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },

@@ -26,6 +26,55 @@ pub struct ConfigFile {
     pub buckets: Vec<BucketSection>,
     #[serde(default)]
     pub access: Vec<AccessSection>,
+    /// Facts this node pulls from its neighbours (receiver-driven replication, SPEC §6).
+    #[serde(default)]
+    pub pulls: Vec<PullSection>,
+    #[serde(default)]
+    pub replication: ReplicationSection,
+}
+
+/// One pull: facts fetched from a peer's durable consumer into a local category.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullSection {
+    /// Name of this pull, for logs, metrics and `bsfg status` (`A-Za-z0-9_-`).
+    pub name: String,
+    /// `https://host:port` of the peer's listener.
+    pub peer_url: String,
+    /// The Subject CN the peer's server certificate must carry, e.g. `plant-a-bsfg`.
+    pub peer_identity: String,
+    /// The durable consumer on the peer this node reads.
+    pub consumer: String,
+    /// The local category the facts are appended to.
+    pub category: String,
+    /// Facts asked for per FetchFacts call.
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// How long one FetchFacts waits for new facts when the peer has none (long poll).
+    #[serde(default = "default_idle_wait")]
+    pub idle_wait: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// How long after its last append a page is confirmed to the peer: `0s` when nats-server
+    /// runs with `sync_interval: always` (every acknowledged fact is on disk), otherwise at least
+    /// nats-server's `sync_interval`.
+    #[serde(default = "default_confirm_delay")]
+    pub confirm_delay: String,
+    /// Time allowed for one call to a peer.
+    #[serde(default = "default_peer_timeout")]
+    pub peer_timeout: String,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        Self {
+            confirm_delay: default_confirm_delay(),
+            peer_timeout: default_peer_timeout(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +96,10 @@ pub struct TlsSection {
     /// PEM or DER certificate revocation lists checked for client certificates.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// PEM bundle of the CAs that peers' server certificates must chain to (pulls); defaults to
+    /// `client_ca`.
+    #[serde(default)]
+    pub peer_ca: Option<PathBuf>,
     /// How often the files above are checked for changes (SIGHUP reloads at once).
     #[serde(default = "default_reload_interval")]
     pub reload_interval: String,
@@ -205,6 +258,18 @@ pub struct AccessSection {
     pub operator: bool,
 }
 
+fn default_page_size() -> u32 {
+    500
+}
+fn default_idle_wait() -> String {
+    "10s".into()
+}
+fn default_confirm_delay() -> String {
+    "0s".into()
+}
+fn default_peer_timeout() -> String {
+    "30s".into()
+}
 fn default_reload_interval() -> String {
     "5s".into()
 }

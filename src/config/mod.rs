@@ -34,6 +34,26 @@ pub struct Config {
     pub consumers: BTreeMap<String, ConsumerSpec>,
     pub buckets: BTreeMap<String, BucketSpec>,
     pub access: AccessPolicy,
+    pub pulls: Vec<PullSpec>,
+    pub replication: ReplicationSettings,
+}
+
+/// One validated pull (SPEC §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSpec {
+    pub name: String,
+    pub peer_url: String,
+    pub peer_identity: String,
+    pub consumer: String,
+    pub category: Category,
+    pub page_size: u32,
+    pub idle_wait: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    pub confirm_delay: Duration,
+    pub peer_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +61,7 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
     pub client_ca: PathBuf,
+    pub peer_ca: PathBuf,
     pub crls: Vec<PathBuf>,
     pub reload_interval: Duration,
 }

@@ -5,8 +5,8 @@
 
 use super::{
     AccessPolicy, BucketSpec, CategoryPolicy, Config, ConfigError, ConfigProblem, ConsumerSpec,
-    Grants, Limits, NatsSettings, TlsFiles, file::CategorySection, file::ConfigFile,
-    parse_duration,
+    Grants, Limits, NatsSettings, PullSpec, ReplicationSettings, TlsFiles, file::CategorySection,
+    file::ConfigFile, parse_duration,
 };
 use crate::fact::{Category, is_zone_name};
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
@@ -70,6 +70,11 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         certificate: file.tls.certificate.clone(),
         private_key: file.tls.private_key.clone(),
         client_ca: file.tls.client_ca.clone(),
+        peer_ca: file
+            .tls
+            .peer_ca
+            .clone()
+            .unwrap_or_else(|| file.tls.client_ca.clone()),
         crls: file.tls.crls.clone(),
         reload_interval: p.duration("tls.reload_interval", &file.tls.reload_interval),
     };
@@ -90,6 +95,11 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
     let consumers = validate_consumers(&mut p, &file);
     let buckets = validate_buckets(&mut p, &file);
     let access = validate_access(&mut p, &file, &consumers, &buckets);
+    let pulls = validate_pulls(&mut p, &file);
+    let replication = ReplicationSettings {
+        confirm_delay: p.duration("replication.confirm_delay", &file.replication.confirm_delay),
+        peer_timeout: p.duration("replication.peer_timeout", &file.replication.peer_timeout),
+    };
 
     if !p.0.is_empty() {
         return Err(ConfigError {
@@ -108,7 +118,72 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         consumers,
         buckets,
         access,
+        pulls,
+        replication,
     })
+}
+
+fn validate_pulls(p: &mut Problems, file: &ConfigFile) -> Vec<PullSpec> {
+    let mut out: Vec<PullSpec> = Vec::new();
+    for (i, pull) in file.pulls.iter().enumerate() {
+        let key = |field: &str| format!("pulls[{i}].{field}");
+        if !is_resource_name(&pull.name) {
+            p.add(
+                key("name"),
+                &pull.name,
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            );
+        } else if out.iter().any(|o| o.name == pull.name) {
+            p.add(key("name"), &pull.name, "declared twice");
+        }
+        let url_ok = pull.peer_url.strip_prefix("https://").is_some_and(|rest| {
+            rest.trim_end_matches('/')
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok())
+        });
+        if !url_ok {
+            p.add(key("peer_url"), &pull.peer_url, "must be https://host:port");
+        }
+        if pull.peer_identity.is_empty() {
+            p.add(
+                key("peer_identity"),
+                &pull.peer_identity,
+                "must be the peer certificate's common name, e.g. plant-a-bsfg",
+            );
+        }
+        if !is_resource_name(&pull.consumer) {
+            p.add(
+                key("consumer"),
+                &pull.consumer,
+                "must be 1-64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            );
+        }
+        let category = Category::parse(&pull.category).unwrap_or_else(|| {
+            p.add(
+                key("category"),
+                &pull.category,
+                "unknown category (expected operational, audit, documents or telemetry)",
+            );
+            Category::Operational
+        });
+        if !(1..=10_000).contains(&pull.page_size) {
+            p.add(
+                key("page_size"),
+                pull.page_size,
+                "must be between 1 and 10000",
+            );
+        }
+        out.push(PullSpec {
+            name: pull.name.clone(),
+            peer_url: pull.peer_url.clone(),
+            peer_identity: pull.peer_identity.clone(),
+            consumer: pull.consumer.clone(),
+            category,
+            page_size: pull.page_size,
+            idle_wait: p.duration(&key("idle_wait"), &pull.idle_wait),
+        });
+    }
+    out
 }
 
 fn validate_limits(p: &mut Problems, file: &ConfigFile) -> Limits {

@@ -47,6 +47,11 @@ impl Metrics {
         *lock(&self.tls_failures).entry(reason).or_default() += 1;
     }
 
+    /// Adds to a counter by its full name with labels (rendered with the gauges).
+    pub fn add_counter(&self, series: String, n: u64) {
+        *lock(&self.gauges).entry(series).or_default() += n as f64;
+    }
+
     /// Sets a gauge by its full name with labels, e.g. `bsfg_frontier_offset{consumer="x"}`.
     pub fn set_gauge(&self, series: String, value: f64) {
         lock(&self.gauges).insert(series, value);

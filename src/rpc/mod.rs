@@ -3,6 +3,7 @@
 //! method (`handlers.rs`), wired together by `server.rs`.
 
 pub mod authz;
+pub mod client;
 pub mod connect;
 pub mod error;
 pub mod handlers;

@@ -253,7 +253,7 @@ async fn route<S: Store>(
                 handlers::get_object
             ),
         ),
-        "/metrics" => ("metrics", metrics(&node, &identity, &request)),
+        "/metrics" => ("metrics", metrics(&node, &identity, &request).await),
         _ => (
             "unknown",
             Err(
@@ -277,7 +277,7 @@ async fn route<S: Store>(
     }
 }
 
-fn metrics<S>(
+async fn metrics<S: Store>(
     node: &Node<S>,
     identity: &Identity,
     request: &Request<Incoming>,
@@ -288,6 +288,26 @@ fn metrics<S>(
             .with_header(header::ALLOW, "GET"));
     }
     node.config.access.may_read_metrics(identity)?;
+    // Figures read from the store at scrape time: each consumer's frontier, each category's fill.
+    for spec in node.config.consumers.values() {
+        if let Ok((cursor, high)) = node.store.cursor(spec).await {
+            let label = format!("{{consumer=\"{}\"}}", spec.name);
+            node.metrics
+                .set_gauge(format!("bsfg_frontier_offset{label}"), cursor as f64);
+            node.metrics.set_gauge(
+                format!("bsfg_consumer_backlog_facts{label}"),
+                high.saturating_sub(cursor) as f64,
+            );
+        }
+    }
+    for category in crate::fact::Category::ALL {
+        if let Ok(fill) = node.store.fill(category).await {
+            node.metrics.set_gauge(
+                format!("bsfg_store_buffer_fill_percent{{category=\"{category}\"}}"),
+                fill.percent,
+            );
+        }
+    }
     let mut response = Response::new(Full::new(Bytes::from(node.metrics.render())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

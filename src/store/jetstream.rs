@@ -40,7 +40,9 @@ const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
 /// KV bucket holding, per consumer, the highest offset FetchFacts returned (`<name>.fetched`) and
 /// the last confirmed offset (`<name>.confirmed`).
-const MARKS_BUCKET: &str = "bsfg_consumer_marks";
+pub(super) const MARKS_BUCKET: &str = "bsfg_consumer_marks";
+/// KV bucket holding each pull's status as JSON, for `bsfg status`.
+pub(super) const STATUS_BUCKET: &str = "bsfg_pull_status";
 
 pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
@@ -48,6 +50,7 @@ pub struct JetStreamStore {
     policies: BTreeMap<Category, CategoryPolicy>,
     pub(super) consumers: BTreeMap<String, ConsumerHandle>,
     pub(super) marks: jetstream::kv::Store,
+    statuses: jetstream::kv::Store,
     /// Last offset appended per category by this node, to wake long polls.
     pub(super) appended: BTreeMap<Category, tokio::sync::watch::Sender<u64>>,
     pub(super) buckets: BTreeMap<String, ObjectStore>,
@@ -104,7 +107,13 @@ impl JetStreamStore {
             let stream = ensure_stream(&js, *category, policy).await?;
             streams.insert(*category, stream);
         }
-        let marks = ensure_marks_bucket(&js).await?;
+        let marks = ensure_kv(
+            &js,
+            MARKS_BUCKET,
+            "bsfg: fetched and confirmed offsets per consumer",
+        )
+        .await?;
+        let statuses = ensure_kv(&js, STATUS_BUCKET, "bsfg: status of each pull").await?;
         let mut consumers = BTreeMap::new();
         for spec in config.consumers.values() {
             let stream = &streams[&spec.category];
@@ -132,6 +141,7 @@ impl JetStreamStore {
             policies: config.categories.clone(),
             consumers,
             marks,
+            statuses,
             appended,
             buckets,
             put_lock: Mutex::new(()),
@@ -252,22 +262,26 @@ async fn ensure_consumer(
         .map_err(|e| unavailable(&format!("creating consumer {}", spec.name), e))
 }
 
-async fn ensure_marks_bucket(js: &jetstream::Context) -> Result<jetstream::kv::Store, StoreError> {
-    if let Ok(store) = js.get_key_value(MARKS_BUCKET).await {
+async fn ensure_kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+) -> Result<jetstream::kv::Store, StoreError> {
+    if let Ok(store) = js.get_key_value(bucket).await {
         return Ok(store);
     }
     js.create_key_value(jetstream::kv::Config {
-        bucket: MARKS_BUCKET.to_string(),
-        description: "bsfg: fetched and confirmed offsets per consumer".to_string(),
+        bucket: bucket.to_string(),
+        description: description.to_string(),
         history: 1,
         storage: StorageType::File,
         ..Default::default()
     })
     .await
-    .map_err(|e| unavailable("creating the consumer marks bucket", e))
+    .map_err(|e| unavailable(&format!("creating the KV bucket {bucket}"), e))
 }
 
-async fn read_mark(kv: &jetstream::kv::Store, key: &str) -> Result<u64, StoreError> {
+pub(super) async fn read_mark(kv: &jetstream::kv::Store, key: &str) -> Result<u64, StoreError> {
     let value = kv
         .get(key)
         .await
@@ -364,6 +378,14 @@ impl Store for JetStreamStore {
             cursor,
             self.stream_state(spec.category).await?.last_sequence,
         ))
+    }
+
+    async fn put_status(&self, pull: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.statuses
+            .put(pull, json.into())
+            .await
+            .map_err(|e| unavailable(&format!("recording the status of pull {pull}"), e))?;
+        Ok(())
     }
 
     async fn fill(&self, category: Category) -> Result<CategoryFill, StoreError> {

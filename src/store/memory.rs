@@ -118,6 +118,10 @@ impl Store for MemoryStore {
         Ok((state.cursors.entry(spec.name.clone()).or_default().0, high))
     }
 
+    async fn put_status(&self, _pull: &str, _json: Vec<u8>) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn fill(&self, _category: Category) -> Result<CategoryFill, StoreError> {
         Ok(CategoryFill {
             bytes: 0,

@@ -12,6 +12,7 @@ pub mod jetstream;
 #[cfg(test)]
 pub mod memory;
 mod objects;
+pub mod report;
 
 pub use error::StoreError;
 
@@ -102,6 +103,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         consumer: &ConsumerSpec,
     ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
+
+    /// Records a pull's status (JSON) where `bsfg status` reads it.
+    fn put_status(
+        &self,
+        pull: &str,
+        json: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn fill(
         &self,

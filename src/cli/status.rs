@@ -1,0 +1,101 @@
+//! `bsfg status --config FILE`: the first thing an operator runs. One line per consumer this node
+//! serves and per pull it runs, with the figures the runbook's alerts are about.
+
+use crate::{config::Config, replicate::status::now_unix_ms, store::report::read_report};
+use std::{path::Path, process::ExitCode};
+
+fn ago(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "never".into();
+    }
+    let seconds = (now_unix_ms() - unix_ms).max(0) / 1000;
+    match seconds {
+        0..=119 => format!("{seconds}s ago"),
+        120..=7199 => format!("{}m ago", seconds / 60),
+        _ => format!("{}h ago", seconds / 3600),
+    }
+}
+
+pub fn print_status(path: &Path) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(78);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bsfg status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(read_report(&config)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bsfg status: {e}");
+            return ExitCode::from(69);
+        }
+    };
+    println!("zone {} (nats {})", config.zone, config.nats.url);
+    println!("\nconsumers (peers pull from these):");
+    if report.consumers.is_empty() {
+        println!("  none configured");
+    }
+    for c in &report.consumers {
+        println!(
+            "  {:<24} category {:<12} cursor {:>10}  high watermark {:>10}  backlog {:>8}{}",
+            c.name,
+            c.category,
+            c.cursor,
+            c.high_watermark,
+            c.backlog,
+            if c.backlog > 10_000 {
+                "  ALERT backlog > 10000"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("\npulls (this node pulls from these):");
+    if report.pulls.is_empty() {
+        println!("  none configured");
+    }
+    let mut unhealthy = false;
+    for (name, status) in &report.pulls {
+        match status {
+            None => println!("  {name:<24} no status recorded yet (is the node running?)"),
+            Some(s) => {
+                println!(
+                    "  {name:<24} {:<9} peer {}  consumer {}  cursor {}  high watermark {}  lag {} facts / {:.3} s  last success {}",
+                    s.state,
+                    s.peer,
+                    s.consumer,
+                    s.cursor,
+                    s.high_watermark,
+                    s.lag_facts,
+                    s.lag_seconds,
+                    ago(s.last_success_unix_ms)
+                );
+                if !s.last_error.is_empty() {
+                    println!(
+                        "  {:<24} last error {}: {}",
+                        "",
+                        ago(s.last_error_unix_ms),
+                        s.last_error
+                    );
+                }
+                unhealthy |= s.state == "stopped" || s.lag_seconds > 1.0;
+            }
+        }
+    }
+    if unhealthy {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

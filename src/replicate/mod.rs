@@ -1,0 +1,400 @@
+//! Receiver-driven replication (SPEC §6): for each configured pull, fetch a page from the peer's
+//! durable consumer, bring over any referenced artifact that is missing here (verified by size and
+//! digest), append every fact to the local log with the same idempotency rules as AppendFact, and
+//! only then confirm to the peer. Depends on the Store port and a [`Peer`], never on NATS.
+//!
+//! Never confirms ahead of durable appends: the confirm for a page is sent after every append of
+//! that page was acknowledged by the store, and after `replication.confirm_delay` when the store
+//! syncs to disk on an interval. A conflicting duplicate, an artifact that does not match its
+//! reference, or a peer whose offsets went backwards stops that pull loudly (state `stopped`,
+//! metric, log, `bsfg status`); other pulls go on. Transient errors back off exponentially with
+//! jitter, capped at 5 s; the first success resets the backoff.
+//!
+//! Limits: one page at a time per pull (no pipelining yet); artifacts are held in memory while
+//! they are fetched (bounded by the request limit per chunk and the reference's size).
+
+pub mod peer;
+pub mod status;
+
+use crate::{
+    config::{Config, PullSpec},
+    fact::{self, parse_artifact_ref, validate_append},
+    ops::metrics::Metrics,
+    proto::{AppendFactRequest, StoredFact},
+    rpc::client::ClientError,
+    store::{NewFact, Store, StoreError},
+};
+use peer::Peer;
+use sha2::{Digest, Sha256};
+use status::{PullStatus, now_unix_ms};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Why a page could not be replicated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PullError {
+    #[error("peer: {0}")]
+    Peer(#[from] ClientError),
+    #[error("local store: {0}")]
+    Store(#[from] StoreError),
+    #[error("conflicting duplicate: {0}")]
+    Conflict(String),
+    #[error("artifact {key:?}: {problem}")]
+    Artifact { key: String, problem: String },
+    #[error("the peer sent an invalid fact at offset {offset}: {problem}")]
+    Invalid { offset: u64, problem: String },
+    #[error(
+        "the peer's offsets went backwards (offset {got} after confirming {confirmed}): was its stream recreated?"
+    )]
+    Regressed { got: u64, confirmed: u64 },
+}
+
+impl PullError {
+    /// Errors that need an operator: the pull stops instead of retrying.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            PullError::Conflict(_)
+                | PullError::Artifact { .. }
+                | PullError::Invalid { .. }
+                | PullError::Regressed { .. }
+        )
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            PullError::Peer(ClientError::WrongPeer { .. }) => "wrong_peer",
+            PullError::Peer(e) if e.code() == Some("permission_denied") => "permission_denied",
+            PullError::Peer(_) => "peer",
+            PullError::Store(_) => "store",
+            PullError::Conflict(_) => "conflict",
+            PullError::Artifact { .. } => "artifact",
+            PullError::Invalid { .. } => "invalid",
+            PullError::Regressed { .. } => "regressed",
+        }
+    }
+}
+
+pub struct PullLoop<S, P> {
+    pub spec: PullSpec,
+    store: Arc<S>,
+    peer: P,
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<PullStatus>>,
+    max_fact_bytes: usize,
+    confirm_delay: Duration,
+}
+
+fn lock(status: &Mutex<PullStatus>) -> std::sync::MutexGuard<'_, PullStatus> {
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: Store, P: Peer> PullLoop<S, P> {
+    pub fn new(
+        spec: PullSpec,
+        config: &Config,
+        store: Arc<S>,
+        peer: P,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let status = PullStatus {
+            pull: spec.name.clone(),
+            peer: format!("{} ({})", spec.peer_url, spec.peer_identity),
+            consumer: spec.consumer.clone(),
+            state: "running".into(),
+            ..Default::default()
+        };
+        PullLoop {
+            spec,
+            store,
+            peer,
+            metrics,
+            status: Arc::new(Mutex::new(status)),
+            max_fact_bytes: config.limits.max_fact_bytes,
+            confirm_delay: config.replication.confirm_delay,
+        }
+    }
+
+    pub fn status(&self) -> Arc<Mutex<PullStatus>> {
+        self.status.clone()
+    }
+
+    /// Runs until a fatal error; transient errors are retried with backoff.
+    pub async fn run(self) {
+        let mut backoff = BACKOFF_START;
+        tracing::info!(pull = %self.spec.name, peer = %self.spec.peer_url, consumer = %self.spec.consumer, "pull started");
+        loop {
+            match self.step().await {
+                Ok(_) => backoff = BACKOFF_START,
+                Err(e) if e.is_fatal() => {
+                    self.record_error(&e, "stopped");
+                    tracing::error!(pull = %self.spec.name, kind = e.kind(), error = %e, "pull stopped; operator action needed");
+                    return;
+                }
+                Err(e) => {
+                    self.record_error(&e, "retrying");
+                    tracing::warn!(pull = %self.spec.name, kind = e.kind(), error = %e, retry_in_ms = backoff.as_millis() as u64, "pull failed; retrying");
+                    tokio::time::sleep(jitter(backoff)).await;
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                }
+            }
+        }
+    }
+
+    fn record_error(&self, error: &PullError, state: &str) {
+        self.metrics.add_counter(
+            format!(
+                "bsfg_replication_errors_total{{pull=\"{}\",kind=\"{}\"}}",
+                self.spec.name,
+                error.kind()
+            ),
+            1,
+        );
+        let mut status = lock(&self.status);
+        status.last_error = error.to_string();
+        status.last_error_unix_ms = now_unix_ms();
+        status.state = state.to_string();
+        status.export(&self.metrics);
+    }
+
+    /// One page: fetch, artifacts, appends, confirm. Returns how many facts were replicated.
+    pub async fn step(&self) -> Result<usize, PullError> {
+        let page = self
+            .peer
+            .fetch(
+                &self.spec.consumer,
+                self.spec.page_size,
+                self.spec.idle_wait,
+            )
+            .await?;
+        let confirmed = lock(&self.status).cursor;
+        let Some(last) = page.facts.last() else {
+            let mut status = lock(&self.status);
+            status.high_watermark = page.high_watermark;
+            status.lag_facts = page.high_watermark.saturating_sub(status.cursor);
+            if status.lag_facts == 0 {
+                status.lag_seconds = 0.0;
+            }
+            status.last_success_unix_ms = now_unix_ms();
+            status.state = "running".into();
+            status.export(&self.metrics);
+            return Ok(0);
+        };
+        let last_offset = last.offset;
+        let last_appended_at = last.appended_at_unix_ms;
+        let mut expected = page.facts[0].offset;
+        if confirmed > 0 && expected <= confirmed {
+            return Err(PullError::Regressed {
+                got: expected,
+                confirmed,
+            });
+        }
+        let mut artifacts = 0;
+        for stored in &page.facts {
+            if stored.offset != expected {
+                return Err(PullError::Invalid {
+                    offset: stored.offset,
+                    problem: format!("expected offset {expected}"),
+                });
+            }
+            expected += 1;
+            artifacts += self.replicate_fact(stored).await?;
+        }
+        if !self.confirm_delay.is_zero() {
+            // The store acknowledged the appends; wait until its sync interval has put them on disk.
+            tokio::time::sleep(self.confirm_delay).await;
+        }
+        let cursor = self.peer.confirm(&self.spec.consumer, last_offset).await?;
+        let mut status = lock(&self.status);
+        status.cursor = cursor;
+        status.high_watermark = page.high_watermark.max(last_offset);
+        status.lag_facts = status.high_watermark.saturating_sub(cursor);
+        status.lag_seconds = (now_unix_ms() - last_appended_at).max(0) as f64 / 1000.0;
+        status.facts_replicated += page.facts.len() as u64;
+        status.artifacts_replicated += artifacts;
+        status.last_success_unix_ms = now_unix_ms();
+        status.state = "running".into();
+        status.export(&self.metrics);
+        Ok(page.facts.len())
+    }
+
+    /// Appends one fact here (artifact first); returns 1 if an artifact was brought over.
+    async fn replicate_fact(&self, stored: &StoredFact) -> Result<u64, PullError> {
+        let request = AppendFactRequest {
+            envelope: stored.envelope.clone(),
+            fact: stored.fact.clone(),
+            category: self.spec.category.to_wire() as i32,
+        };
+        let (category, envelope, fact) =
+            validate_append(&request, self.max_fact_bytes).map_err(|e| PullError::Invalid {
+                offset: stored.offset,
+                problem: e.to_string(),
+            })?;
+        let mut artifacts = 0;
+        if !envelope.object_media_type.is_empty() {
+            artifacts = self
+                .replicate_artifact(
+                    stored.offset,
+                    &fact.object_json,
+                    &envelope.object_media_type,
+                )
+                .await?;
+        }
+        let new = NewFact {
+            category,
+            envelope,
+            fact,
+            content_hash: fact::content_hash(envelope, fact),
+        };
+        match self.store.append(new).await {
+            Ok(_) => Ok(artifacts),
+            Err(StoreError::Conflict { message_id, offset }) => Err(PullError::Conflict(format!(
+                "peer offset {} carries message_id {message_id:?}, already stored here at offset {offset} with different content",
+                stored.offset
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn replicate_artifact(
+        &self,
+        offset: u64,
+        object_json: &str,
+        media_type: &str,
+    ) -> Result<u64, PullError> {
+        let reference =
+            parse_artifact_ref(object_json, media_type).map_err(|e| PullError::Invalid {
+                offset,
+                problem: e.to_string(),
+            })?;
+        let mismatch = |problem: String| PullError::Artifact {
+            key: reference.key.clone(),
+            problem,
+        };
+        if let Some(local) = self
+            .store
+            .object_info(&reference.bucket, &reference.key)
+            .await?
+        {
+            if local.digest == reference.digest && local.size == reference.size {
+                return Ok(0);
+            }
+            return Err(mismatch(format!(
+                "stored here as {} ({} bytes), referenced as {} ({} bytes)",
+                local.digest, local.size, reference.digest, reference.size
+            )));
+        }
+        let limit = usize::try_from(reference.size).unwrap_or(usize::MAX);
+        let mut data = Vec::with_capacity(limit.min(64 * 1024 * 1024));
+        let mut chunk_media_type;
+        loop {
+            let chunk = self
+                .peer
+                .get_object(&reference.bucket, &reference.key, data.len() as u64)
+                .await?;
+            if chunk.size != reference.size || chunk.digest != reference.digest {
+                return Err(mismatch(format!(
+                    "the peer holds {} ({} bytes), the fact references {} ({} bytes)",
+                    chunk.digest, chunk.size, reference.digest, reference.size
+                )));
+            }
+            if data.len() + chunk.data.len() > limit {
+                return Err(mismatch(format!(
+                    "the peer sent more than the referenced {} bytes",
+                    reference.size
+                )));
+            }
+            data.extend_from_slice(&chunk.data);
+            chunk_media_type = chunk.media_type;
+            if chunk.eof {
+                break;
+            }
+            if chunk.data.is_empty() {
+                return Err(mismatch(
+                    "the peer sent an empty chunk before the end".into(),
+                ));
+            }
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+        if data.len() as u64 != reference.size || digest != reference.digest {
+            return Err(mismatch(format!(
+                "received {} bytes with digest {digest}, referenced {} bytes with {}",
+                data.len(),
+                reference.size,
+                reference.digest
+            )));
+        }
+        let media = if chunk_media_type.is_empty() {
+            reference.media_type.clone()
+        } else {
+            chunk_media_type
+        };
+        self.store
+            .put_object(&reference.bucket, &reference.key, &media, data.into())
+            .await?;
+        Ok(1)
+    }
+}
+
+/// Starts every configured pull on the runtime, and a task that records their status in the
+/// store once a second for `bsfg status`.
+pub fn start_pulls<S: Store>(node: &Arc<crate::rpc::Node<S>>) -> Result<(), ClientError> {
+    let config = &node.config;
+    let mut statuses = Vec::new();
+    for spec in &config.pulls {
+        let client = crate::rpc::client::PeerClient::new(
+            &spec.peer_url,
+            &spec.peer_identity,
+            config.tls.clone(),
+            config.tls.peer_ca.clone(),
+            config.replication.peer_timeout,
+        )?;
+        let peer = peer::RemotePeer {
+            client,
+            timeout: config.replication.peer_timeout,
+        };
+        let pull = PullLoop::new(
+            spec.clone(),
+            config,
+            node.store.clone(),
+            peer,
+            node.metrics.clone(),
+        );
+        statuses.push(pull.status());
+        tokio::spawn(pull.run());
+    }
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    let store = node.store.clone();
+    tokio::spawn(async move {
+        let mut last: Vec<PullStatus> = Vec::new();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now: Vec<PullStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
+            for status in now.iter().filter(|s| !last.contains(s)) {
+                if let Ok(json) = serde_json::to_vec(status) {
+                    if let Err(e) = store.put_status(&status.pull, json).await {
+                        tracing::debug!(error = %e, "cannot record pull status");
+                    }
+                }
+            }
+            last = now;
+        }
+    });
+    Ok(())
+}
+
+/// 50–100 % of `base`, so many pulls retrying at once do not synchronize.
+fn jitter(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    base / 2 + base.mul_f64(f64::from(byte[0]) / 510.0)
+}

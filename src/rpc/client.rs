@@ -1,0 +1,245 @@
+//! A Connect unary client over HTTP/2 and mutual TLS 1.3, for the pull loop (and benchmarks).
+//!
+//! One HTTP/2 connection per peer, opened on first use and again after it fails; requests are
+//! multiplexed on it. The peer must present a certificate chaining to the configured CA, valid for
+//! the URL's host, and its Subject CN must equal the expected peer identity — otherwise the
+//! connection is refused before any request is sent. Certificates are re-read at each (re)connect,
+//! so rotation needs no restart.
+
+use super::{
+    error::Code,
+    tls::{common_name, load_certificates, load_private_key, provider},
+};
+use crate::config::TlsFiles;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::Mutex;
+
+/// Largest response body the client accepts.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("peer URL {0:?} must be https://host:port")]
+    BadUrl(String),
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error(
+        "peer at {addr} presented identity {found:?}, expected {expected:?}; refusing the connection"
+    )]
+    WrongPeer {
+        addr: String,
+        expected: String,
+        found: String,
+    },
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    #[error("{code}: {message}")]
+    Rpc { code: String, message: String },
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("call timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// The Connect code, for errors the peer answered with.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Rpc { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+pub struct PeerClient {
+    addr: String,
+    server_name: ServerName<'static>,
+    expected_identity: String,
+    tls_files: TlsFiles,
+    peer_ca: std::path::PathBuf,
+    timeout: Duration,
+    connection: Mutex<Option<SendRequest<Full<Bytes>>>>,
+}
+
+impl PeerClient {
+    /// `url` is `https://host:port`; the node's own certificate (`tls_files`) is the client
+    /// certificate, `peer_ca` the trust anchors for the peer.
+    pub fn new(
+        url: &str,
+        expected_identity: &str,
+        tls_files: TlsFiles,
+        peer_ca: std::path::PathBuf,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let authority = url
+            .strip_prefix("https://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .ok_or_else(|| ClientError::BadUrl(url.to_string()))?;
+        let host = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .ok_or_else(|| ClientError::BadUrl(url.to_string()))?;
+        let server_name = ServerName::try_from(host.to_string())
+            .map_err(|_| ClientError::BadUrl(url.to_string()))?;
+        Ok(PeerClient {
+            addr: authority.to_string(),
+            server_name,
+            expected_identity: expected_identity.to_string(),
+            tls_files,
+            peer_ca,
+            timeout,
+            connection: Mutex::new(None),
+        })
+    }
+
+    fn client_config(&self) -> Result<Arc<ClientConfig>, ClientError> {
+        let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+        let mut roots = RootCertStore::empty();
+        for cert in load_certificates(&self.peer_ca).map_err(|e| tls(&e))? {
+            roots.add(cert).map_err(|e| tls(&e))?;
+        }
+        let chain = load_certificates(&self.tls_files.certificate).map_err(|e| tls(&e))?;
+        let key = load_private_key(&self.tls_files.private_key).map_err(|e| tls(&e))?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| tls(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| tls(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let failed = |reason: String| ClientError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        };
+        let tcp = tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| failed("timed out".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let connector = tokio_rustls::TlsConnector::from(self.client_config()?);
+        let tls = tokio::time::timeout(
+            self.timeout,
+            connector.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| failed("TLS handshake timed out".into()))?
+        .map_err(|e| failed(format!("TLS handshake: {e}")))?;
+        let found = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| common_name(leaf.as_ref()))
+            .unwrap_or_default();
+        if found != self.expected_identity {
+            return Err(ClientError::WrongPeer {
+                addr: self.addr.clone(),
+                expected: self.expected_identity.clone(),
+                found,
+            });
+        }
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(15)))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| failed(format!("HTTP/2 handshake: {e}")))?;
+        let addr = self.addr.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %addr, error = %e, "peer connection closed");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(sender) = slot.as_ref() {
+            if !sender.is_closed() {
+                return Ok(sender.clone());
+            }
+        }
+        let sender = self.connect().await?;
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Drops the connection so the next call opens a new one.
+    pub async fn reset(&self) {
+        *self.connection.lock().await = None;
+    }
+
+    /// One unary call with the binary codec; `path` is `/bsfg.v1.BoundaryService/FetchFacts`.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let mut sender = self.sender().await?;
+        let http_request = Request::post(format!("https://{}{path}", self.addr))
+            .header(header::CONTENT_TYPE, "application/proto")
+            .header("connect-protocol-version", "1")
+            .header("connect-timeout-ms", timeout.as_millis().to_string())
+            .body(Full::new(Bytes::from(request.encode_to_vec())))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let exchange = async {
+            sender
+                .ready()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let response = sender
+                .send_request(http_request)
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Transport(format!("reading the response: {e}")))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, body))
+        };
+        let (status, body) =
+            match tokio::time::timeout(timeout + Duration::from_secs(1), exchange).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(e)) => {
+                    self.reset().await;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.reset().await;
+                    return Err(ClientError::Timeout(timeout));
+                }
+            };
+        if status == StatusCode::OK {
+            return Resp::decode(body.as_ref()).map_err(|e| ClientError::Rpc {
+                code: Code::Internal.as_str().to_string(),
+                message: format!("undecodable response: {e}"),
+            });
+        }
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Err(ClientError::Rpc {
+            code: error["code"].as_str().unwrap_or("unknown").to_string(),
+            message: error["message"].as_str().unwrap_or("").to_string(),
+        })
+    }
+}
