@@ -6,7 +6,10 @@
 //! directory. Nothing listens or connects beyond 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod chain;
 pub mod clients;
+pub mod js;
+pub mod producer;
 
 use bsfg::cli::dev_pki::DevCa;
 use std::{
@@ -304,6 +307,12 @@ pub struct ZoneOptions {
     pub reload_interval: String,
     /// CRL files for `tls.crls`.
     pub crls: Vec<PathBuf>,
+    /// The estate's PKI, shared by zones that talk to each other; a new one when `None`.
+    pub pki: Option<Arc<Pki>>,
+    /// Consumers the peer identity `idmz-bsfg` may fetch (the template declares `to-idmz`).
+    pub peer_fetch: Vec<String>,
+    /// The listener port; a free one when `None` (set it to point pulls at a zone not started yet).
+    pub port: Option<u16>,
 }
 
 impl Default for ZoneOptions {
@@ -315,6 +324,9 @@ impl Default for ZoneOptions {
             limits_toml: String::new(),
             reload_interval: "200ms".into(),
             crls: Vec::new(),
+            pki: None,
+            port: None,
+            peer_fetch: vec!["to-idmz".into()],
         }
     }
 }
@@ -323,7 +335,7 @@ impl Default for ZoneOptions {
 /// `idmz-bsfg` (peer), `ops` (operator) and `stranger` (valid certificate, not in the policy).
 pub struct Zone {
     pub dir: tempfile::TempDir,
-    pub pki: Pki,
+    pub pki: Arc<Pki>,
     pub nats: NatsServer,
     pub node: Process,
     pub port: u16,
@@ -344,7 +356,10 @@ impl Zone {
 
     pub fn start_with(options: ZoneOptions) -> Zone {
         let dir = tempfile::tempdir().expect("temp dir");
-        let pki = Pki::new(&dir.path().join("pki"), "bsfg test CA");
+        let pki = options
+            .pki
+            .clone()
+            .unwrap_or_else(|| Arc::new(Pki::new(&dir.path().join("pki"), "bsfg test CA")));
         let node_cert = pki.issue(&format!("{}-bsfg", options.zone));
         for name in [PRODUCER, PEER, OPERATOR, STRANGER] {
             let files = pki.issue(name);
@@ -352,7 +367,7 @@ impl Zone {
             std::fs::copy(&files.key, pki.dir.join(format!("{name}.key"))).expect("copy key");
         }
         let nats = NatsServer::start(&dir.path().join("nats"));
-        let port = free_port();
+        let port = options.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("bsfg.toml");
         let mut zone = Zone {
             node: Process::spawn("placeholder", {
@@ -417,7 +432,7 @@ assert_zones = ["{zone}"]
 put_objects = ["batch-files", "document-files"]
 [[access]]
 identity = "{PEER}"
-fetch = ["to-idmz"]
+fetch = [{peer_fetch}]
 get_objects = ["batch-files"]
 [[access]]
 identity = "{OPERATOR}"
@@ -433,7 +448,18 @@ operator = true
             dup = o.duplicate_window,
             limits = o.limits_toml,
             reload = o.reload_interval,
-            crls = o.crls.iter().map(|p| format!("\"{}\"", p.display())).collect::<Vec<_>>().join(", "),
+            peer_fetch = o
+                .peer_fetch
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            crls = o
+                .crls
+                .iter()
+                .map(|p| format!("\"{}\"", p.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
             extra = o.extra_toml,
         )
     }

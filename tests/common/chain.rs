@@ -1,0 +1,100 @@
+//! Three zones on loopback sharing one estate CA: plant-a ⇄ idmz ⇄ enterprise.
+//! Upstream (plant → enterprise) facts travel in `operational`; downstream (enterprise → plant)
+//! in `documents`, so no fact echoes back.
+
+use super::{Pki, Zone, ZoneOptions, free_port};
+use std::sync::Arc;
+
+pub struct Chain {
+    pub plant: Zone,
+    pub idmz: Zone,
+    pub enterprise: Zone,
+    _estate: tempfile::TempDir,
+}
+
+fn pull(name: &str, port: u16, identity: &str, consumer: &str, category: &str) -> String {
+    format!(
+        "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://127.0.0.1:{port}\"\npeer_identity = \"{identity}\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\npage_size = 500\nidle_wait = \"2s\"\n"
+    )
+}
+
+/// `idmz_extra` is appended to the IDMZ zone's config (extra pulls, consumers, access).
+pub fn start_chain(idmz_extra: &str) -> Chain {
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
+    let (p_plant, p_idmz, p_enterprise) = (free_port(), free_port(), free_port());
+    let zone = |name: &str, port: u16, extra: String, peer_fetch: &[&str]| {
+        Zone::start_with(ZoneOptions {
+            zone: name.into(),
+            extra_toml: extra,
+            pki: Some(pki.clone()),
+            port: Some(port),
+            peer_fetch: peer_fetch.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        })
+    };
+    let plant = zone(
+        "plant-a",
+        p_plant,
+        pull("from-idmz", p_idmz, "idmz-bsfg", "to-plant", "documents"),
+        &["to-idmz"],
+    );
+    let idmz = zone(
+        "idmz",
+        p_idmz,
+        format!(
+            r#"
+[[consumers]]
+name = "to-enterprise"
+category = "operational"
+[[consumers]]
+name = "to-plant"
+category = "documents"
+[[access]]
+identity = "enterprise-bsfg"
+fetch = ["to-enterprise"]
+get_objects = ["batch-files"]
+[[access]]
+identity = "plant-a-bsfg"
+fetch = ["to-plant"]
+get_objects = ["batch-files"]
+{}{}{idmz_extra}"#,
+            pull(
+                "from-plant",
+                p_plant,
+                "plant-a-bsfg",
+                "to-idmz",
+                "operational"
+            ),
+            pull(
+                "from-enterprise",
+                p_enterprise,
+                "enterprise-bsfg",
+                "docs-to-idmz",
+                "documents"
+            ),
+        ),
+        &["to-idmz"],
+    );
+    let enterprise = zone(
+        "enterprise",
+        p_enterprise,
+        format!(
+            "[[consumers]]\nname = \"docs-to-idmz\"\ncategory = \"documents\"\n{}",
+            pull(
+                "from-idmz",
+                p_idmz,
+                "idmz-bsfg",
+                "to-enterprise",
+                "operational"
+            )
+        ),
+        &["docs-to-idmz"],
+    );
+    Chain {
+        plant,
+        idmz,
+        enterprise,
+        _estate: estate,
+    }
+}
