@@ -46,6 +46,9 @@ enum Http {
     H1,
 }
 
+/// An extra check of a reply; Err says what is wrong.
+type Check = fn(&HttpReply) -> Result<(), String>;
+
 /// One malformed (or, for a few controls, valid) request and what the node must answer.
 struct Case {
     name: &'static str,
@@ -63,7 +66,7 @@ struct Case {
     /// Rows that only make sense on one HTTP version.
     only: Option<Http>,
     /// Extra check on the reply (for the success controls).
-    check: Option<fn(&HttpReply) -> Result<(), String>>,
+    check: Option<Check>,
 }
 
 impl Case {
@@ -150,7 +153,7 @@ impl Case {
         self
     }
 
-    fn check(mut self, check: fn(&HttpReply) -> Result<(), String>) -> Case {
+    fn check(mut self, check: Check) -> Case {
         self.check = Some(check);
         self
     }
@@ -161,9 +164,22 @@ impl Case {
         if http == Http::H1 {
             args.push("--http1.1");
         }
-        let reply = zone
-            .curl(self.identity)
-            .request(&self.path, &args, self.body.as_deref());
+        let curl = zone.curl(self.identity);
+        let mut reply = curl.request(&self.path, &args, self.body.as_deref());
+        // curl 7.88 loses a complete HTTP/2 response when the server answers before the upload
+        // ends and then resets the stream with NO_ERROR, as RFC 9113 §8.1 allows (curl issue
+        // #22984, fixed by curl PR #22987): exit 92, no status. Small bodies hit that race now
+        // and then; resend, and fail only if it persists.
+        for _ in 0..10 {
+            if !(http == Http::H2 && reply.status == 0 && reply.curl_exit == 92) {
+                break;
+            }
+            eprintln!(
+                "[{http:?}] {}: curl lost an early HTTP/2 reply; resending",
+                self.name
+            );
+            reply = curl.request(&self.path, &args, self.body.as_deref());
+        }
         let mut problems = Vec::new();
         let version = if http == Http::H1 {
             "HTTP/1.1 "
@@ -384,7 +400,11 @@ fn cases() -> Vec<Case> {
         Case::proto("gzip bomb as proto on FetchFacts", FETCH, bomb)
             .args(&["-H", "content-encoding: gzip"])
             .expect(429, "resource_exhausted"),
-        Case::json("body of 1 MiB + 1 byte", APPEND, oversize.clone()).expect(429, "resource_exhausted"),
+        // Over HTTP/2 curl 7.88 cannot read this early answer (see `Case::run`);
+        // `oversize_body_over_http2` checks it with Node's HTTP/2 client.
+        Case::json("body of 1 MiB + 1 byte", APPEND, oversize.clone())
+            .only(Http::H1)
+            .expect(429, "resource_exhausted"),
         Case::json("chunked body of 1 MiB + 1 byte (no Content-Length)", APPEND, oversize)
             .args(&["-H", "transfer-encoding: chunked"])
             .only(Http::H1)
@@ -637,6 +657,59 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The Node.js HTTP/2 client, which reads a response that arrives before its upload ends.
+const NODE_H2_POST: &str = r#"
+import http2 from 'node:http2';
+import fs from 'node:fs';
+const [url, ca, cert, key, path, contentType, bodyFile] = process.argv.slice(1);
+const body = fs.readFileSync(bodyFile);
+const client = http2.connect(url, {
+  ca: fs.readFileSync(ca), cert: fs.readFileSync(cert), key: fs.readFileSync(key),
+});
+const done = (result) => { console.log(JSON.stringify(result)); process.exit(0); };
+setTimeout(() => done({ error: 'no answer within 10 s' }), 10000);
+client.on('error', (e) => done({ error: e.message }));
+const req = client.request({
+  ':method': 'POST', ':path': path, 'content-type': contentType,
+  'content-length': String(body.length),
+});
+let status = 0;
+const chunks = [];
+req.on('response', (headers) => { status = headers[':status']; });
+req.on('data', (d) => chunks.push(d));
+req.on('error', () => {});
+req.on('close', () => done({ status, body: Buffer.concat(chunks).toString(), rstCode: req.rstCode }));
+req.end(body);
+"#;
+
+/// POSTs `body` to `path` over HTTP/2 as `identity` with Node's client; its one-line JSON answer:
+/// `{status, body, rstCode}` or `{error}`.
+fn node_h2_post(zone: &Zone, identity: &str, path: &str, content_type: &str, body: &[u8]) -> Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, body).expect("write body");
+    let output = std::process::Command::new("node")
+        .arg("--input-type=module")
+        .arg("-e")
+        .arg(NODE_H2_POST)
+        .arg(zone.url())
+        .arg(&zone.pki.ca_path)
+        .arg(zone.pki.dir.join(format!("{identity}.pem")))
+        .arg(zone.pki.dir.join(format!("{identity}.key")))
+        .arg(path)
+        .arg(content_type)
+        .arg(&body_file)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+        panic!(
+            "node printed no JSON: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
 /// The JetStream view of the four category streams: (stream, messages, last sequence).
 fn stream_states(zone: &Zone) -> Vec<(String, u64, u64)> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -718,6 +791,18 @@ fn malformed_requests_are_refused_and_change_nothing() {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
+
+    // A body over the limit, over HTTP/2: refused from its Content-Length before it is read.
+    let mut oversize = append_with(|_| {});
+    oversize.resize(MAX_REQUEST_BYTES + 1, b' ');
+    let h2 = node_h2_post(&zone, PRODUCER, APPEND, "application/json", &oversize);
+    let h2_body: Value =
+        serde_json::from_str(h2["body"].as_str().unwrap_or("")).unwrap_or(Value::Null);
+    if h2["status"] != 429 || h2_body["code"] != "resource_exhausted" {
+        let failure = format!("[H2] body of 1 MiB + 1 byte (Node client): {h2}");
+        eprintln!("FAILED {failure}");
+        failures.push(failure);
+    }
 
     // Nothing was written: the same page, byte for byte, and the same JetStream state.
     let after = peer.fetch("to-idmz", 100);
