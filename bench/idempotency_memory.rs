@@ -33,13 +33,24 @@ impl Drop for Server {
 fn nats_server() -> PathBuf {
     std::env::var_os("BSFG_NATS_SERVER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.tools/bin/nats-server")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/.tools/bin/nats-server"
+            ))
+        })
 }
 
 fn start(dir: &Path, port: u16) -> Server {
     let conf = dir.join("nats.conf");
-    std::fs::write(&conf, format!("listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n", dir.join("js").display()))
-        .expect("write nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\" }}\n",
+            dir.join("js").display()
+        ),
+    )
+    .expect("write nats.conf");
     let child = Command::new(nats_server())
         .arg("-c")
         .arg(&conf)
@@ -66,7 +77,10 @@ fn rss_bytes(pid: u32) -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
 }
 
 /// Publishes `n` facts; returns facts per second.
@@ -87,12 +101,20 @@ async fn publish(url: &str, n: u64, per_fact_subject: bool) -> f64 {
     for i in 0..n {
         let (subject, message) = if per_fact_subject {
             let key = hex::encode(&Sha256::digest(format!("message-{i}").as_bytes())[..16]);
-            let m = PublishMessage::build().payload(payload.clone()).header("Bsfg-Content-Hash", "0").expected_last_subject_sequence(0);
+            let m = PublishMessage::build()
+                .payload(payload.clone())
+                .header("Bsfg-Content-Hash", "0")
+                .expected_last_subject_sequence(0);
             (format!("facts.operational.batch.{key}"), m)
         } else {
-            ("facts.operational.batch".to_string(), PublishMessage::build().payload(payload.clone()))
+            (
+                "facts.operational.batch".to_string(),
+                PublishMessage::build().payload(payload.clone()),
+            )
         };
-        in_flight.push(std::future::IntoFuture::into_future(js.send_publish(subject, message).await.expect("publish")));
+        in_flight.push(std::future::IntoFuture::into_future(
+            js.send_publish(subject, message).await.expect("publish"),
+        ));
         if in_flight.len() >= WINDOW {
             in_flight.next().await.expect("ack").expect("stored");
         }
@@ -120,20 +142,34 @@ fn measure(n: u64, per_fact_subject: bool) -> Run {
     let server = start(dir.path(), port);
     runtime.block_on(async {
         let client = async_nats::connect(&url).await.expect("connect");
-        let mut s = jetstream::new(client).get_stream("facts_operational").await.expect("stream");
-        assert_eq!(s.info().await.expect("info").state.messages, n, "every fact recovered");
+        let mut s = jetstream::new(client)
+            .get_stream("facts_operational")
+            .await
+            .expect("stream");
+        assert_eq!(
+            s.info().await.expect("info").state.messages,
+            n,
+            "every fact recovered"
+        );
     });
     std::thread::sleep(Duration::from_secs(2));
     let rss = rss_bytes(server.child.id());
-    Run { rate, rss_after_restart: rss }
+    Run {
+        rate,
+        rss_after_restart: rss,
+    }
 }
 
 fn main() {
-    let n: u64 = std::env::var("BENCH_FACTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: u64 = std::env::var("BENCH_FACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     eprintln!("publishing {n} facts twice (per-fact subjects, then one subject)...");
     let ours = measure(n, true);
     let anchor = measure(n, false);
-    let per_million = (ours.rss_after_restart as f64 - anchor.rss_after_restart as f64) * 1_000_000.0 / n as f64;
+    let per_million =
+        (ours.rss_after_restart as f64 - anchor.rss_after_restart as f64) * 1_000_000.0 / n as f64;
     let report = format!(
         "idempotency mechanism, {n} facts of 200 B on nats-server (bench/idempotency_memory.rs)\n\
          ingest, per-fact subject + expected-last-subject-seq 0: {:>10.0} facts/s\n\
@@ -153,7 +189,10 @@ fn main() {
     print!("{report}");
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
     let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let path = dir.join(format!("idempotency_memory-{stamp}.txt"));
     std::fs::write(&path, &report).expect("write results");
     eprintln!("written to {}", path.display());
