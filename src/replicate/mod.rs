@@ -189,22 +189,21 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         };
         let last_offset = last.offset;
         let last_appended_at = last.appended_at_unix_ms;
-        let mut expected = page.facts[0].offset;
-        if confirmed > 0 && expected <= confirmed {
+        let first = page.facts[0].offset;
+        if confirmed > 0 && first <= confirmed {
             return Err(PullError::Regressed {
-                got: expected,
+                got: first,
                 confirmed,
             });
         }
         let mut artifacts = 0;
-        for stored in &page.facts {
+        for (expected, stored) in (first..).zip(&page.facts) {
             if stored.offset != expected {
                 return Err(PullError::Invalid {
                     offset: stored.offset,
                     problem: format!("expected offset {expected}"),
                 });
             }
-            expected += 1;
             artifacts += self.replicate_fact(stored).await?;
         }
         if !self.confirm_delay.is_zero() {
@@ -380,10 +379,10 @@ pub fn start_pulls<S: Store>(node: &Arc<crate::rpc::Node<S>>) -> Result<(), Clie
             tokio::time::sleep(Duration::from_secs(1)).await;
             let now: Vec<PullStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
             for status in now.iter().filter(|s| !last.contains(s)) {
-                if let Ok(json) = serde_json::to_vec(status) {
-                    if let Err(e) = store.put_status(&status.pull, json).await {
-                        tracing::debug!(error = %e, "cannot record pull status");
-                    }
+                if let Ok(json) = serde_json::to_vec(status)
+                    && let Err(e) = store.put_status(&status.pull, json).await
+                {
+                    tracing::debug!(error = %e, "cannot record pull status");
                 }
             }
             last = now;

@@ -168,10 +168,10 @@ impl PeerClient {
 
     async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let mut slot = self.connection.lock().await;
-        if let Some(sender) = slot.as_ref() {
-            if !sender.is_closed() {
-                return Ok(sender.clone());
-            }
+        if let Some(sender) = slot.as_ref()
+            && !sender.is_closed()
+        {
+            return Ok(sender.clone());
         }
         let sender = self.connect().await?;
         *slot = Some(sender.clone());

@@ -139,26 +139,40 @@ fn decompress(data: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes
     }
 }
 
-/// Reads and checks a unary request (everything but the message's own decoding).
-pub async fn read_request(
-    request: Request<Incoming>,
+/// How long a refused request's body is read before the refusal is sent.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the request line and headers say, once checked.
+enum Head {
+    Post {
+        codec: Codec,
+        encoding: Option<String>,
+        timeout: Option<Duration>,
+    },
+    Get {
+        codec: Codec,
+        message: Bytes,
+        timeout: Option<Duration>,
+    },
+}
+
+fn check_head(
+    parts: &http::request::Parts,
     method: &MethodInfo,
     limits: BodyLimits,
-) -> Result<UnaryCall, RpcError> {
-    let headers = request.headers().clone();
-    let timeout = header_str(&headers, "connect-timeout-ms")?
+) -> Result<Head, RpcError> {
+    let headers = &parts.headers;
+    let timeout = header_str(headers, "connect-timeout-ms")?
         .map(parse_timeout)
         .transpose()?;
-    let gzip_response = accepts_gzip(&headers);
-    match *request.method() {
+    match parts.method {
         Method::POST => {}
         Method::GET if method.get_allowed => {
-            let query = request.uri().query().unwrap_or("").to_string();
-            let (codec, body) = parse_get_query(&query, limits.max_bytes)?;
-            return Ok(UnaryCall {
+            let query = parts.uri.query().unwrap_or("");
+            let (codec, message) = parse_get_query(query, limits.max_bytes)?;
+            return Ok(Head::Get {
                 codec,
-                body,
-                gzip_response,
+                message,
                 timeout,
             });
         }
@@ -172,8 +186,7 @@ pub async fn read_request(
                 Code::Unknown,
                 format!(
                     "HTTP method {} is not allowed for {}; use {allow}",
-                    request.method(),
-                    method.name
+                    parts.method, method.name
                 ),
             )
             .with_status(StatusCode::METHOD_NOT_ALLOWED)
@@ -181,22 +194,74 @@ pub async fn read_request(
         }
     }
     check_protocol_version(
-        header_str(&headers, "connect-protocol-version")?,
+        header_str(headers, "connect-protocol-version")?,
         "1",
         "Connect-Protocol-Version",
     )?;
-    let codec = parse_content_type(header_str(&headers, "content-type")?)?;
-    let encoding = header_str(&headers, "content-encoding")?;
+    let codec = parse_content_type(header_str(headers, "content-type")?)?;
+    let encoding = header_str(headers, "content-encoding")?;
     if let Some(e) = encoding
         && !matches!(e.to_ascii_lowercase().as_str(), "gzip" | "identity")
     {
         return Err(unsupported_encoding(e));
     }
-    let declared = header_str(&headers, "content-length")?.and_then(|v| v.parse::<u64>().ok());
+    let declared = header_str(headers, "content-length")?.and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_bytes as u64) {
         return Err(too_large("request body", limits.max_bytes));
     }
-    let limited = Limited::new(request.into_body(), limits.max_bytes);
+    Ok(Head::Post {
+        codec,
+        encoding: encoding.map(str::to_string),
+        timeout,
+    })
+}
+
+/// Reads and checks a unary request (everything but the message's own decoding).
+pub async fn read_request(
+    request: Request<Incoming>,
+    method: &MethodInfo,
+    limits: BodyLimits,
+) -> Result<UnaryCall, RpcError> {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let gzip_response = accepts_gzip(headers);
+    let checked = check_head(&parts, method, limits);
+    let (codec, encoding, timeout) = match checked {
+        Ok(Head::Post {
+            codec,
+            encoding,
+            timeout,
+        }) => (codec, encoding, timeout),
+        Ok(Head::Get {
+            codec,
+            message,
+            timeout,
+        }) => {
+            return Ok(UnaryCall {
+                codec,
+                body: message,
+                gzip_response,
+                timeout,
+            });
+        }
+        Err(e) => {
+            // Refused on its headers alone: still read a small body before answering, or some
+            // HTTP/2 clients (curl 7.88) lose the answer to the stream reset that follows it.
+            if !parts.headers.contains_key(header::CONTENT_LENGTH)
+                || header_str(headers, "content-length")
+                    .ok()
+                    .flatten()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|n| n <= limits.max_bytes as u64)
+            {
+                let drain = Limited::new(body, limits.max_bytes).collect();
+                let _ = tokio::time::timeout(DRAIN_TIMEOUT.min(limits.body_timeout), drain).await;
+            }
+            return Err(e);
+        }
+    };
+    let encoding = encoding.as_deref();
+    let limited = Limited::new(body, limits.max_bytes);
     let collected = tokio::time::timeout(limits.body_timeout, limited.collect())
         .await
         .map_err(|_| {
