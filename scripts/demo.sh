@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# The end-to-end demo behind `make demo`: one zone on loopback (a nats-server with JetStream and a
-# bsfg node with a development PKI), a producer appending facts (one referencing an artifact), and
-# a peer fetching a page, fetching it again (same page), confirming, and fetching the next one.
-# Every call is a real mTLS Connect call made with curl. Everything runs in a temporary directory
-# and is stopped and removed at the end.
+# The end-to-end demo behind `make demo`: a three-zone chain on loopback,
+#   plant-a  <->  idmz  <->  enterprise
+# each zone a nats-server with JetStream plus a bsfg node, one development estate CA. A producer in
+# plant-a appends facts (one referencing an artifact); the receiving zones pull them hop by hop
+# (FetchFacts -> GetObject -> local AppendFact -> ConfirmReceipt); the facts are read in
+# enterprise with their origin intact; an order travels back from enterprise to plant-a; lag
+# figures come from `bsfg status` and /metrics. Every call is mTLS. Everything runs in a temporary
+# directory and is stopped and removed at the end.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BSFG=${BSFG_BIN:-$ROOT/target/release/bsfg}
 NATS=${BSFG_NATS_SERVER:-$ROOT/.tools/bin/nats-server}
 WORK=$(mktemp -d /tmp/bsfg-demo.XXXXXX)
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-NATS_PORT=${DEMO_NATS_PORT:-$(free_port)}
-NODE_PORT=${DEMO_NODE_PORT:-$(free_port)}
 pids=()
 
 cleanup() {
@@ -24,88 +24,159 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say() { printf '   %s\n' "$*"; }
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 for tool in "$BSFG" "$NATS"; do
   [[ -x $tool ]] || { echo "missing $tool: run 'make setup build' first" >&2; exit 1; }
 done
 
-step "Development PKI for zone plant-a (CA, node plant-a-bsfg, producer mes, peer idmz-bsfg)"
-"$BSFG" dev-pki --out "$WORK/pki" --zone plant-a --client mes --client idmz-bsfg --client ops | sed 's/^/   /'
+declare -A NODE_PORT NATS_PORT
+for zone in plant-a idmz enterprise; do
+  NODE_PORT[$zone]=$(free_port)
+  NATS_PORT[$zone]=$(free_port)
+done
 
-step "Zone plant-a: nats-server (JetStream, loopback) and the bsfg node (mTLS on 127.0.0.1:$NODE_PORT)"
-cat >"$WORK/nats-server.conf" <<EOF
-listen: 127.0.0.1:$NATS_PORT
-jetstream { store_dir: "$WORK/jetstream" }
-EOF
-"$NATS" -c "$WORK/nats-server.conf" >"$WORK/nats.log" 2>&1 &
-pids+=($!)
-cat >"$WORK/bsfg.toml" <<EOF
-zone = "plant-a"
+step "Development estate PKI: one CA, a certificate per node and per client"
+"$BSFG" dev-pki --out "$WORK/pki" --zone plant-a --zone idmz --zone enterprise \
+  --client plant-a-mes --client enterprise-erp --client enterprise-historian --client ops | fold -s -w 100 | sed 's/^/   /'
+
+# zone_config ZONE EXTRA: the common part of a zone's bsfg.toml, then EXTRA.
+zone_config() {
+  cat <<EOF
+zone = "$1"
 [listen]
-address = "127.0.0.1:$NODE_PORT"
+address = "127.0.0.1:${NODE_PORT[$1]}"
 [tls]
-certificate = "$WORK/pki/plant-a-bsfg.pem"
-private_key = "$WORK/pki/plant-a-bsfg.key"
+certificate = "$WORK/pki/$1-bsfg.pem"
+private_key = "$WORK/pki/$1-bsfg.key"
 client_ca = "$WORK/pki/ca.pem"
 [nats]
-url = "nats://127.0.0.1:$NATS_PORT"
-[[consumers]]
-name = "idmz-operational"
-category = "operational"
+url = "nats://127.0.0.1:${NATS_PORT[$1]}"
 [[buckets]]
 name = "batch-files"
-[[access]]
-identity = "mes"
-append = ["operational"]
-assert_zones = ["plant-a"]
-put_objects = ["batch-files"]
-[[access]]
-identity = "idmz-bsfg"
-fetch = ["idmz-operational"]
-get_objects = ["batch-files"]
+$2
 [[access]]
 identity = "ops"
 operator = true
 EOF
-"$BSFG" check-config --config "$WORK/bsfg.toml" | sed 's/^/   /'
-RUST_LOG=info,async_nats=warn "$BSFG" serve --config "$WORK/bsfg.toml" >"$WORK/node.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  grep -q "bsfg node serving" "$WORK/node.log" 2>/dev/null && break
-  kill -0 "${pids[-1]}" 2>/dev/null || { cat "$WORK/node.log" >&2; exit 1; }
-  sleep 0.1
-done
-grep -q "bsfg node serving" "$WORK/node.log" || { echo "the node did not start:" >&2; cat "$WORK/node.log" >&2; exit 1; }
-say "node is serving"
-
-# call IDENTITY METHOD JSON: one Connect call over HTTP/2 + mTLS as IDENTITY.
-call() {
-  local service=bsfg.v1.BoundaryService
-  [[ $2 == GetObject ]] && service=bsfg.v1.ArtifactService
-  curl -sS --cacert "$WORK/pki/ca.pem" --cert "$WORK/pki/$1.pem" --key "$WORK/pki/$1.key" \
-    -H 'content-type: application/json' -d "$3" "https://127.0.0.1:$NODE_PORT/$service/$2"
 }
 
-fact() { # message_id subject predicate object_json [media_type]
-  jq -nc --arg id "$1" --arg s "$2" --arg p "$3" --arg o "$4" --arg mt "${5:-}" \
-    '{envelope: ({messageId: $id, fromZone: "plant-a", toZone: "enterprise",
+# pull NAME PEER_ZONE CONSUMER CATEGORY
+pull() {
+  cat <<EOF
+[[pulls]]
+name = "$1"
+peer_url = "https://127.0.0.1:${NODE_PORT[$2]}"
+peer_identity = "$2-bsfg"
+consumer = "$3"
+category = "$4"
+idle_wait = "2s"
+EOF
+}
+
+zone_config plant-a "
+[[consumers]]
+name = \"to-idmz\"
+category = \"operational\"
+[[consumers]]
+name = \"plant-inbox\"
+category = \"documents\"
+[[access]]
+identity = \"plant-a-mes\"
+append = [\"operational\"]
+assert_zones = [\"plant-a\"]
+put_objects = [\"batch-files\"]
+fetch = [\"plant-inbox\"]
+[[access]]
+identity = \"idmz-bsfg\"
+fetch = [\"to-idmz\"]
+get_objects = [\"batch-files\"]
+$(pull from-idmz idmz to-plant documents)" >"$WORK/plant-a.toml"
+
+zone_config idmz "
+[[consumers]]
+name = \"to-enterprise\"
+category = \"operational\"
+[[consumers]]
+name = \"to-plant\"
+category = \"documents\"
+[[access]]
+identity = \"enterprise-bsfg\"
+fetch = [\"to-enterprise\"]
+get_objects = [\"batch-files\"]
+[[access]]
+identity = \"plant-a-bsfg\"
+fetch = [\"to-plant\"]
+$(pull from-plant plant-a to-idmz operational)
+$(pull from-enterprise enterprise to-idmz documents)" >"$WORK/idmz.toml"
+
+zone_config enterprise "
+[[consumers]]
+name = \"to-idmz\"
+category = \"documents\"
+[[consumers]]
+name = \"archive\"
+category = \"operational\"
+[[access]]
+identity = \"enterprise-erp\"
+append = [\"documents\"]
+assert_zones = [\"enterprise\"]
+[[access]]
+identity = \"enterprise-historian\"
+fetch = [\"archive\"]
+get_objects = [\"batch-files\"]
+[[access]]
+identity = \"idmz-bsfg\"
+fetch = [\"to-idmz\"]
+$(pull from-idmz idmz to-enterprise operational)" >"$WORK/enterprise.toml"
+
+step "Three zones, each a nats-server (JetStream, loopback) and a bsfg node (mTLS)"
+for zone in plant-a idmz enterprise; do
+  mkdir -p "$WORK/$zone"
+  printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "${NATS_PORT[$zone]}" "$WORK/$zone/js" >"$WORK/$zone/nats.conf"
+  "$NATS" -c "$WORK/$zone/nats.conf" >"$WORK/$zone/nats.log" 2>&1 &
+  pids+=($!)
+done
+for zone in plant-a idmz enterprise; do
+  "$BSFG" check-config --config "$WORK/$zone.toml" | sed 's/^/   /'
+  RUST_LOG=info,async_nats=warn "$BSFG" serve --config "$WORK/$zone.toml" >"$WORK/$zone/node.log" 2>&1 &
+  pids+=($!)
+done
+for zone in plant-a idmz enterprise; do
+  for _ in $(seq 100); do
+    grep -q "bsfg node serving" "$WORK/$zone/node.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q "bsfg node serving" "$WORK/$zone/node.log" || { echo "$zone did not start:" >&2; cat "$WORK/$zone/node.log" >&2; exit 1; }
+  say "$zone-bsfg serving on 127.0.0.1:${NODE_PORT[$zone]}"
+done
+
+# call ZONE IDENTITY METHOD JSON: one Connect call over HTTP/2 + mTLS.
+call() {
+  local service=bsfg.v1.BoundaryService
+  [[ $3 == GetObject ]] && service=bsfg.v1.ArtifactService
+  curl -sS --cacert "$WORK/pki/ca.pem" --cert "$WORK/pki/$2.pem" --key "$WORK/pki/$2.key" \
+    -H 'content-type: application/json' -d "$4" "https://127.0.0.1:${NODE_PORT[$1]}/$service/$3"
+}
+
+fact() { # message_id from_zone to_zone subject predicate object_json [media_type]
+  jq -nc --arg id "$1" --arg from "$2" --arg to "$3" --arg s "$4" --arg p "$5" --arg o "$6" --arg mt "${7:-}" \
+    '{envelope: ({messageId: $id, fromZone: $from, toZone: $to,
                   producedAtUnixMs: (now * 1000 | floor | tostring)}
                  + (if $mt == "" then {} else {objectMediaType: $mt} end)),
       fact: {subject: $s, predicate: $p, objectJson: $o}}'
 }
 
-step "Producer mes stores a batch report in the Object Store (PutObject)"
+step "plant-a: the MES stores a batch report and appends five facts (operational)"
 report=$(printf 'Batch B-1042 release report\nyield: 98.2%%\n' | base64 -w0)
-put=$(call mes PutObject "{\"bucket\":\"batch-files\",\"key\":\"B-1042/report.txt\",\"data\":\"$report\",\"mediaType\":\"text/plain\"}")
+put=$(call plant-a plant-a-mes PutObject "{\"bucket\":\"batch-files\",\"key\":\"B-1042/report.txt\",\"data\":\"$report\",\"mediaType\":\"text/plain\"}")
 digest=$(jq -r .digest <<<"$put")
 size=$(jq -r .size <<<"$put")
-say "stored batch-files/B-1042/report.txt  $digest  $size bytes"
-
-step "Producer mes appends facts (AppendFact); object_json is canonical JSON (RFC 8785)"
+say "PutObject batch-files/B-1042/report.txt -> $digest ($size bytes)"
 append() {
   local reply
-  reply=$(call mes AppendFact "$(fact "$@")")
-  printf '   %-28s %-18s -> %s\n' "$2 $3" "($1)" "$(jq -c . <<<"$reply")"
+  reply=$(call plant-a plant-a-mes AppendFact "$(fact "$1" plant-a enterprise "$2" "$3" "$4" "${5:-}")")
+  printf '   AppendFact %-9s %-30s -> %s\n' "$1" "$2 $3" "$(jq -c . <<<"$reply")"
 }
 append evt-1001 batch:B-1042 batch_started '{"line":"L2","recipe":"R-77"}'
 append evt-1002 batch:B-1042 step_completed '{"step":1,"temp_c":71.5}'
@@ -113,39 +184,42 @@ append evt-1003 batch:B-1042 step_completed '{"step":2,"temp_c":72}'
 append evt-1004 batch:B-1042 report_attached \
   "{\"bucket\":\"batch-files\",\"digest\":\"$digest\",\"key\":\"B-1042/report.txt\",\"media_type\":\"text/plain\",\"size\":$size}" text/plain
 append evt-1005 batch:B-1042 batch_released '{"released_by":"QA-7"}'
-
-step "Retries are idempotent; a different fact under a used message_id is refused"
 append evt-1002 batch:B-1042 step_completed '{"step":1,"temp_c":71.5}'
-append evt-1002 batch:B-1042 step_completed '{"step":1,"temp_c":99}'
-append evt-1006 batch:B-1042 step_completed '{ "step": 3 }'
+say "(the repeated evt-1002 is a retry: same offset, duplicate, nothing new written)"
 
-page() {
-  jq -r '.facts[] | "   offset \(.offset)  \(.envelope.messageId)  \(.fact.subject) \(.fact.predicate) \(.fact.objectJson)"' <<<"$1"
-  say "high watermark: $(jq -r .highWatermark <<<"$1")"
-}
-
-step "Peer idmz-bsfg fetches a page of 3 from its durable consumer (FetchFacts)"
-first=$(call idmz-bsfg FetchFacts '{"consumerName":"idmz-operational","limit":3}')
-page "$first"
-
-step "Fetching again without confirming returns the same page"
-again=$(call idmz-bsfg FetchFacts '{"consumerName":"idmz-operational","limit":3}')
-if [[ $again == "$first" ]]; then say "identical page: yes"; else say "identical page: NO"; exit 1; fi
-
-step "The peer confirms offset 3 (ConfirmReceipt), then fetches the next page"
-say "$(call idmz-bsfg ConfirmReceipt '{"consumerName":"idmz-operational","offset":"3"}')"
-page "$(call idmz-bsfg FetchFacts '{"consumerName":"idmz-operational","limit":3}')"
-
-step "The peer reads the referenced artifact (GetObject) and checks its digest"
-got=$(call idmz-bsfg GetObject '{"bucket":"batch-files","key":"B-1042/report.txt"}')
+step "enterprise: the historian reads what crossed plant-a -> idmz -> enterprise"
+page='{}'
+for _ in $(seq 100); do
+  page=$(call enterprise enterprise-historian FetchFacts '{"consumerName":"archive","limit":10}')
+  [[ $(jq '.facts | length' <<<"$page") -ge 5 ]] && break
+  sleep 0.1
+done
+jq -r '.facts[] | "   offset \(.offset)  \(.envelope.messageId)  from \(.envelope.fromZone)  \(.fact.predicate) \(.fact.objectJson)"' <<<"$page"
+[[ $(jq '.facts | length' <<<"$page") -eq 5 ]] || { echo "expected 5 facts in enterprise" >&2; exit 1; }
+say "$(call enterprise enterprise-historian ConfirmReceipt '{"consumerName":"archive","offset":"5"}')"
+got=$(call enterprise enterprise-historian GetObject '{"bucket":"batch-files","key":"B-1042/report.txt"}')
+say "the report crossed too: $(jq -r .digest <<<"$got") ($(jq -r .size <<<"$got") bytes)"
 jq -r .data <<<"$got" | base64 -d | sed 's/^/   | /'
-say "digest $(jq -r .digest <<<"$got") (eof: $(jq -r .eof <<<"$got"))"
 
-step "Authorization is by certificate identity: the producer may not read the consumer"
-say "$(call mes FetchFacts '{"consumerName":"idmz-operational","limit":3}')"
+step "enterprise -> idmz -> plant-a: the ERP sends a production order back (documents)"
+order=$(fact ord-77 enterprise plant-a order:ENT-12345 order_created '{"qty":1200,"sku":"A-77"}' | jq -c '.category = "CATEGORY_DOCUMENTS"')
+say "AppendFact ord-77 in enterprise -> $(call enterprise enterprise-erp AppendFact "$order")"
+inbox='{}'
+for _ in $(seq 100); do
+  inbox=$(call plant-a plant-a-mes FetchFacts '{"consumerName":"plant-inbox","limit":10}')
+  [[ $(jq '.facts | length' <<<"$inbox") -ge 1 ]] && break
+  sleep 0.1
+done
+jq -r '.facts[] | "   plant-a inbox: offset \(.offset)  \(.envelope.messageId)  from \(.envelope.fromZone) to \(.envelope.toZone)  \(.fact.subject) \(.fact.objectJson)"' <<<"$inbox"
 
-step "Metrics an operator sees (GET /metrics with the ops certificate)"
+step "Lag and cursors, as an operator sees them (bsfg status)"
+sleep 1.5 # status is recorded once a second
+for zone in idmz enterprise; do
+  say "--- $zone"
+  "$BSFG" status --config "$WORK/$zone.toml" | sed 's/^/   /' || true
+done
+say "--- idmz /metrics"
 curl -sS --cacert "$WORK/pki/ca.pem" --cert "$WORK/pki/ops.pem" --key "$WORK/pki/ops.key" \
-  "https://127.0.0.1:$NODE_PORT/metrics" | grep -E '^bsfg_(append|fetch|confirm)_requests_total|^bsfg_rpc_requests_total' | sed 's/^/   /'
+  "https://127.0.0.1:${NODE_PORT[idmz]}/metrics" | grep -E '^bsfg_replication_(lag|cursor|facts_total)' | sed 's/^/   /'
 
-step "Done: stopping the node and nats-server, removing $WORK"
+step "Done: stopping three nodes and three nats-servers, removing $WORK"

@@ -18,8 +18,9 @@ const EXIT_CONFIG: u8 = 78;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    ops::logging::init();
     let cli = Cli::parse();
+    let serving = matches!(cli.command, Command::Serve { .. });
+    ops::logging::init(if serving { "info" } else { "warn" });
     match cli.command {
         Command::Serve {
             config,
@@ -29,10 +30,10 @@ fn main() -> ExitCode {
         Command::Status { config } => cli::status::print_status(&config),
         Command::DevPki {
             out,
-            zone,
+            zones,
             clients,
             days,
-        } => match cli::dev_pki::write_dev_pki(&out, &zone, &clients, days) {
+        } => match cli::dev_pki::write_dev_pki(&out, &zones, &clients, days) {
             Ok(files) => {
                 println!(
                     "wrote {} files to {}: {}",

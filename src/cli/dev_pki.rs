@@ -169,30 +169,40 @@ impl DevCa {
     }
 }
 
-/// Writes `ca.pem`, `ca.key`, and `<name>.pem` / `<name>.key` for the node (`<zone>-bsfg`) and
-/// each client name into `dir`.
+/// Writes `ca.pem`, `ca.key`, and `<name>.pem` / `<name>.key` for each zone's node
+/// (`<zone>-bsfg`) and each client name into `dir`; one CA for all of them (an estate).
 pub fn write_dev_pki(
     dir: &Path,
-    zone: &str,
+    zones: &[String],
     clients: &[String],
     days: i64,
 ) -> Result<Vec<String>, PkiError> {
-    if !crate::fact::is_zone_name(zone) {
-        return Err(PkiError::Input(format!(
-            "zone {zone:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter"
-        )));
+    if zones.is_empty() {
+        return Err(PkiError::Input("name at least one --zone".into()));
+    }
+    for zone in zones {
+        if !crate::fact::is_zone_name(zone) {
+            return Err(PkiError::Input(format!(
+                "zone {zone:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter"
+            )));
+        }
     }
     fs::create_dir_all(dir).map_err(|source| PkiError::Write {
         path: dir.display().to_string(),
         source,
     })?;
-    let ca = DevCa::create(&format!("bsfg development CA ({zone})"))?;
+    let ca = DevCa::create(&format!("bsfg development CA ({})", zones.join(", ")))?;
     write(dir, "ca.pem", ca.pem(), false)?;
     write(dir, "ca.key", &ca.key_pem(), true)?;
     let now = OffsetDateTime::now_utc() - Duration::hours(1);
     let mut written = vec!["ca.pem".to_string(), "ca.key".to_string()];
-    let node = format!("{zone}-bsfg");
-    let mut names = vec![(node.clone(), vec!["localhost".to_string(), node.clone()])];
+    let mut names: Vec<(String, Vec<String>)> = zones
+        .iter()
+        .map(|zone| {
+            let node = format!("{zone}-bsfg");
+            (node.clone(), vec!["localhost".to_string(), node])
+        })
+        .collect();
     names.extend(clients.iter().map(|c| (c.clone(), vec![c.clone()])));
     for (name, sans) in names {
         if name.is_empty()

@@ -43,9 +43,10 @@ pub enum Command {
         /// Directory to write ca.pem, ca.key, <zone>-bsfg.pem/.key and <client>.pem/.key into.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
-        /// The node's zone; its certificate's CN is <zone>-bsfg.
-        #[arg(long)]
-        zone: String,
+        /// A zone whose node needs a certificate (CN <zone>-bsfg); repeat for an estate of zones
+        /// sharing the CA.
+        #[arg(long = "zone", required = true)]
+        zones: Vec<String>,
         /// Client identities to issue certificates for (repeatable).
         #[arg(long = "client", value_name = "NAME")]
         clients: Vec<String>,

@@ -187,6 +187,8 @@ impl Drop for Process {
 pub struct NatsServer {
     pub port: u16,
     dir: PathBuf,
+    /// Extra lines inside the `jetstream {}` block, e.g. `sync_interval: always`.
+    jetstream_extra: String,
     pub process: Process,
 }
 
@@ -196,12 +198,16 @@ impl NatsServer {
     }
 
     pub fn start_on(dir: &Path, port: u16) -> NatsServer {
+        Self::start_with(dir, port, "")
+    }
+
+    pub fn start_with(dir: &Path, port: u16, jetstream_extra: &str) -> NatsServer {
         std::fs::create_dir_all(dir.join("jetstream")).expect("nats store dir");
         let conf = dir.join("nats-server.conf");
         std::fs::write(
             &conf,
             format!(
-                "listen: 127.0.0.1:{port}\nhttp: 0\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_extra}\n}}\n",
                 dir.join("jetstream").display()
             ),
         )
@@ -216,6 +222,7 @@ impl NatsServer {
         NatsServer {
             port,
             dir: dir.to_path_buf(),
+            jetstream_extra: jetstream_extra.to_string(),
             process,
         }
     }
@@ -228,7 +235,7 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.process.kill();
         let port = self.port;
-        *self = NatsServer::start_on(&self.dir.clone(), port);
+        *self = NatsServer::start_with(&self.dir.clone(), port, &self.jetstream_extra.clone());
     }
 }
 
@@ -309,6 +316,8 @@ pub struct ZoneOptions {
     pub crls: Vec<PathBuf>,
     /// The estate's PKI, shared by zones that talk to each other; a new one when `None`.
     pub pki: Option<Arc<Pki>>,
+    /// Extra lines in nats-server's `jetstream {}` block, e.g. `sync_interval: always`.
+    pub nats_jetstream: String,
     /// Consumers the peer identity `idmz-bsfg` may fetch (the template declares `to-idmz`).
     pub peer_fetch: Vec<String>,
     /// The listener port; a free one when `None` (set it to point pulls at a zone not started yet).
@@ -327,6 +336,7 @@ impl Default for ZoneOptions {
             pki: None,
             port: None,
             peer_fetch: vec!["to-idmz".into()],
+            nats_jetstream: String::new(),
         }
     }
 }
@@ -366,7 +376,7 @@ impl Zone {
             std::fs::copy(&files.cert, pki.dir.join(format!("{name}.pem"))).expect("copy cert");
             std::fs::copy(&files.key, pki.dir.join(format!("{name}.key"))).expect("copy key");
         }
-        let nats = NatsServer::start(&dir.path().join("nats"));
+        let nats = NatsServer::start_with(&dir.path().join("nats"), free_port(), &options.nats_jetstream);
         let port = options.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("bsfg.toml");
         let mut zone = Zone {
