@@ -1,10 +1,46 @@
-//! Compiles `proto/bsfg/v1/*.proto` with a pure-Rust protobuf compiler (protox), so the build
-//! never needs a system `protoc`, then generates prost types and their canonical proto3 JSON
-//! mapping (pbjson).
+//! Build-time generation, so nothing here needs a system tool:
+//! - `proto/bsfg/v1/*.proto` compiled with a pure-Rust protobuf compiler (protox) into prost types
+//!   and their canonical proto3 JSON mapping (pbjson);
+//! - the seccomp allow-list `hardening/seccomp/<arch>.json` compiled to BPF (seccompiler), twice:
+//!   killing the process on any other syscall, and only logging it (`bsfg serve --seccomp-log`).
 
 use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    compile_protos()?;
+    compile_seccomp()
+}
+
+/// Writes `seccomp_kill.bpf` and `seccomp_log.bpf` (8-byte `sock_filter` instructions, little
+/// endian) for the target architecture; empty files when there is no policy for it.
+fn compile_seccomp() -> Result<(), Box<dyn std::error::Error>> {
+    let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    let policy = PathBuf::from(format!("hardening/seccomp/{arch}.json"));
+    println!("cargo:rerun-if-changed=hardening/seccomp");
+    for (mode, action) in [("kill", "kill_process"), ("log", "log")] {
+        let mut bytes = Vec::new();
+        if policy.exists() {
+            let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&policy)?)?;
+            json["bsfg"]["mismatch_action"] = action.into();
+            let target = seccompiler::TargetArch::try_from(arch.as_str())?;
+            let programs = seccompiler::compile_from_json(json.to_string().as_bytes(), target)?;
+            for instruction in programs
+                .get("bsfg")
+                .ok_or("policy has no \"bsfg\" filter")?
+            {
+                bytes.extend_from_slice(&instruction.code.to_le_bytes());
+                bytes.push(instruction.jt);
+                bytes.push(instruction.jf);
+                bytes.extend_from_slice(&instruction.k.to_le_bytes());
+            }
+        }
+        std::fs::write(out.join(format!("seccomp_{mode}.bpf")), bytes)?;
+    }
+    Ok(())
+}
+
+fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/bsfg/v1/boundary.proto"];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;

@@ -8,4 +8,5 @@ pub mod ops;
 pub mod proto;
 pub mod replicate;
 pub mod rpc;
+pub mod sandbox;
 pub mod store;

@@ -1,6 +1,6 @@
 //! `bsfg`, the boundary store-and-forward gateway node. `serve` reads like a runbook:
-//! parse CLI → load config → load certificates → bind → open the store → serve → wait for a
-//! signal → drain with a deadline.
+//! parse CLI → load config → load certificates → bind → sandbox → open the store → pulls →
+//! serve → notify systemd → wait for a signal → drain with a deadline.
 
 use bsfg::{
     cli::{self, Cli, Command},
@@ -25,7 +25,16 @@ fn main() -> ExitCode {
         Command::Serve {
             config,
             drain_seconds,
-        } => serve(&config, Duration::from_secs(drain_seconds)),
+            insecure_no_sandbox,
+            seccomp_log,
+        } => serve(
+            &config,
+            Duration::from_secs(drain_seconds),
+            SandboxChoice {
+                enabled: !insecure_no_sandbox,
+                seccomp_log,
+            },
+        ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Status { config } => cli::status::print_status(&config),
         Command::DevPki {
@@ -79,21 +88,13 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn serve(path: &Path, drain: Duration) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bsfg: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
-    };
-    runtime.block_on(run(path, drain))
+/// How `serve` treats the sandbox.
+struct SandboxChoice {
+    enabled: bool,
+    seccomp_log: bool,
 }
 
-async fn run(path: &Path, drain: Duration) -> ExitCode {
+fn serve(path: &Path, drain: Duration, sandbox: SandboxChoice) -> ExitCode {
     // 1. Configuration, in full: every problem reported, then one failure.
     let config = match Config::load(path) {
         Ok(c) => Arc::new(c),
@@ -108,14 +109,112 @@ async fn run(path: &Path, drain: Duration) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot load the node's TLS identity; refusing to serve");
+            eprintln!("bsfg: cannot load the node's TLS identity; refusing to serve: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // 3. Bind the one listener before anything else can fail late.
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    // 3. Bind the one listener while binding is still allowed.
+    let listener = match std::net::TcpListener::bind(config.listen).and_then(|l| {
+        l.set_nonblocking(true)?;
+        Ok(l)
+    }) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(address = %config.listen, error = %e, "cannot bind the listener");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    // 4. Sandbox, before any other thread exists (landlock binds the calling thread and its
+    //    children): from here on the node can only do what serving needs.
+    let report = if sandbox.enabled {
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        match bsfg::sandbox::apply(&sandbox_plan(&config, port, sandbox.seccomp_log)) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                tracing::error!(error = %e, "a sandbox step failed; refusing to serve (--insecure-no-sandbox overrides)");
+                eprintln!("bsfg: a sandbox step failed; refusing to serve: {e}");
+                return ExitCode::from(EXIT_UNAVAILABLE);
+            }
+        }
+    } else {
+        tracing::error!(
+            "SANDBOX DISABLED by --insecure-no-sandbox: a compromise of this process is not contained"
+        );
+        None
+    };
+    // 5. The async runtime, its threads created inside the sandbox.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("bsfg: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_UNAVAILABLE);
+        }
+    };
+    runtime.block_on(run(config, listener, reloader, tls_config, report, drain))
+}
+
+/// The directories and ports the sandbox keeps open for this configuration.
+fn sandbox_plan(config: &Config, bind_port: u16, seccomp_log: bool) -> bsfg::sandbox::SandboxPlan {
+    let tls = &config.tls;
+    let mut files = vec![
+        &config.path,
+        &tls.certificate,
+        &tls.private_key,
+        &tls.client_ca,
+        &tls.peer_ca,
+    ];
+    files.extend(tls.crls.iter());
+    files.extend(config.nats.credentials_file.iter());
+    // Directories, so certificates replaced by rename (the usual rotation) are still readable.
+    let mut read_only: Vec<std::path::PathBuf> = files
+        .into_iter()
+        .filter_map(|f| std::fs::canonicalize(f).ok())
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    // Name resolution for peers given by host name.
+    for file in ["/etc/resolv.conf", "/etc/hosts"] {
+        if Path::new(file).exists() {
+            read_only.push(file.into());
+        }
+    }
+    read_only.sort();
+    read_only.dedup();
+    let port_of = |url: &str| {
+        url.rsplit_once(':')
+            .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+    };
+    let mut connect_ports: Vec<u16> = config
+        .pulls
+        .iter()
+        .filter_map(|p| port_of(&p.peer_url))
+        .collect();
+    connect_ports.push(port_of(&config.nats.url).unwrap_or(4222));
+    connect_ports.sort_unstable();
+    connect_ports.dedup();
+    bsfg::sandbox::SandboxPlan {
+        read_only,
+        read_write: Vec::new(),
+        bind_port,
+        connect_ports,
+        seccomp_log,
+    }
+}
+
+async fn run(
+    config: Arc<Config>,
+    listener: std::net::TcpListener,
+    reloader: TlsReloader,
+    tls_config: tokio::sync::watch::Receiver<Arc<rustls::ServerConfig>>,
+    sandbox: Option<bsfg::sandbox::SandboxReport>,
+    drain: Duration,
+) -> ExitCode {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
@@ -123,7 +222,46 @@ async fn run(path: &Path, drain: Duration) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    // 4. The zone's store: streams, consumers and buckets from config. Retried until it answers.
+    let metrics: Arc<ops::metrics::Metrics> = Default::default();
+    match &sandbox {
+        Some(r) => {
+            tracing::info!(
+                no_new_privs = r.no_new_privs,
+                capabilities_dropped = r.capabilities_dropped,
+                landlock_abi = r.landlock_abi,
+                landlock = r.landlock,
+                landlock_network_rules = r.landlock_network_rules,
+                seccomp = r.seccomp,
+                "sandbox applied"
+            );
+            if r.seccomp == "log" {
+                tracing::warn!(
+                    "seccomp is in log mode (--seccomp-log): syscalls outside the policy are logged by the kernel, not stopped"
+                );
+            }
+            metrics.set_gauge(
+                "bsfg_sandbox_landlock_abi".into(),
+                f64::from(r.landlock_abi),
+            );
+            metrics.set_gauge(
+                "bsfg_sandbox_landlock_enforced".into(),
+                match r.landlock {
+                    "full" => 2.0,
+                    "partial" => 1.0,
+                    _ => 0.0,
+                },
+            );
+            metrics.set_gauge(
+                "bsfg_sandbox_seccomp_kill".into(),
+                if r.seccomp == "kill" { 1.0 } else { 0.0 },
+            );
+        }
+        None => metrics.set_gauge("bsfg_sandbox_landlock_enforced".into(), 0.0),
+    }
+    #[cfg(feature = "sandbox-selftest")]
+    tokio::spawn(bsfg::sandbox::selftest_triggers());
+    ops::notify::status("connecting to JetStream");
+    // 6. The zone's store: streams, consumers and buckets from config. Retried until it answers.
     let store = match open_store(&config).await {
         Some(s) => Arc::new(s),
         None => return ExitCode::from(EXIT_UNAVAILABLE),
@@ -131,23 +269,30 @@ async fn run(path: &Path, drain: Duration) -> ExitCode {
     let node = Arc::new(Node {
         config: config.clone(),
         store,
-        metrics: Default::default(),
+        metrics,
     });
-    // 5. Pull from the neighbours this node receives from (SPEC §6).
+    // 7. Pull from the neighbours this node receives from (SPEC §6).
     if let Err(e) = replicate::start_pulls(&node) {
         tracing::error!(error = %e, "cannot set up the pulls");
         return ExitCode::from(EXIT_CONFIG);
     }
-    // 6. Serve, reloading certificates on SIGHUP and file change.
+    // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(rpc::server::serve(
         listener, tls_config, node, stopped, drain,
     ));
     tracing::info!(zone = %config.zone, listen = %local, "bsfg node serving");
-    // 7. Wait for SIGTERM or SIGINT, then drain with a deadline.
+    ops::notify::ready(&format!(
+        "serving zone {} on {local}, {} pulls, sandbox {}",
+        config.zone,
+        config.pulls.len(),
+        sandbox.as_ref().map_or("OFF", |r| r.landlock)
+    ));
+    // 9. Wait for SIGTERM or SIGINT, then drain with a deadline.
     wait_for_stop_signal().await;
     tracing::info!("stop requested");
+    ops::notify::stopping();
     let _ = stop.send(true);
     let _ = server.await;
     tracing::info!("bsfg node stopped");

@@ -26,6 +26,14 @@ pub enum Command {
         /// Time calls in flight get to finish after SIGTERM.
         #[arg(long, default_value = "10", value_name = "SECONDS")]
         drain_seconds: u64,
+        /// Serve without the sandbox (no_new_privs, capabilities, landlock, seccomp). Logged
+        /// loudly; for diagnosis only.
+        #[arg(long)]
+        insecure_no_sandbox: bool,
+        /// Log syscalls outside the seccomp policy (kernel audit log) instead of killing the
+        /// node; for finding a missing syscall.
+        #[arg(long)]
+        seccomp_log: bool,
     },
     /// Check a configuration file and the certificates it names; print every problem.
     CheckConfig {

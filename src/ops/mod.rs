@@ -1,4 +1,5 @@
-//! Operations: metrics, logging set-up and (later) sd_notify.
+//! Operations: metrics, logging set-up (journald or stderr) and sd_notify.
 
 pub mod logging;
 pub mod metrics;
+pub mod notify;

@@ -61,8 +61,19 @@ pub async fn serve<S: Store>(
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    // The watchdog is pinged from this loop: if it stops turning, systemd restarts the node.
+    let mut watchdog = crate::ops::notify::watchdog_interval().map(tokio::time::interval);
     loop {
+        let ping = async {
+            match watchdog.as_mut() {
+                Some(tick) => {
+                    tick.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = ping => crate::ops::notify::watchdog(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);

@@ -43,6 +43,57 @@ fn decode(
 }
 
 impl JetStreamStore {
+    /// Pulls up to `batch` deliveries and acks the highest one at or below `offset` (ack policy
+    /// *all*: everything before it is acked too); hands back deliveries past `offset`. Returns the
+    /// new floor, or `None` when no usable delivery came (they are in flight elsewhere).
+    async fn ack_up_to(
+        &self,
+        handle: &super::jetstream::ConsumerHandle,
+        floor: u64,
+        offset: u64,
+        batch: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let want = usize::try_from((offset - floor).min(batch)).unwrap_or(usize::MAX);
+        let mut deliveries = handle
+            .consumer
+            .fetch()
+            .max_messages(want)
+            .messages()
+            .await
+            .map_err(|e| unavailable("pull request", e))?;
+        let mut best: Option<(u64, jetstream::Message)> = None;
+        let mut hand_back = Vec::new();
+        while let Some(delivery) = deliveries.next().await {
+            let message = delivery.map_err(|e| unavailable("pull", e))?;
+            let sequence = message
+                .info()
+                .map_err(|e| StoreError::Corrupt(format!("delivery metadata: {e}")))?
+                .stream_sequence;
+            if sequence > offset {
+                hand_back.push(message);
+            } else if best.as_ref().is_none_or(|(b, _)| sequence > *b) {
+                best = Some((sequence, message));
+            }
+        }
+        try_join_all(
+            hand_back
+                .iter()
+                .map(|m| m.double_ack_with(AckKind::Nak(None))),
+        )
+        .await
+        .map_err(|e| unavailable("handing back deliveries", e))?;
+        match best {
+            Some((sequence, message)) if sequence > floor => {
+                message
+                    .double_ack()
+                    .await
+                    .map_err(|e| unavailable("acknowledging", e))?;
+                Ok(Some(sequence))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// JetStream's ack floor of the consumer.
     async fn ack_floor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
         let mut consumer = self.consumer(spec)?.consumer.clone();
@@ -138,39 +189,19 @@ impl JetStreamStore {
                 fetched: marks.fetched,
             });
         }
-        let want = usize::try_from(offset - floor).unwrap_or(usize::MAX);
-        let mut deliveries = handle
-            .consumer
-            .fetch()
-            .max_messages(want)
-            .messages()
-            .await
-            .map_err(|e| unavailable("pull request", e))?;
-        let mut confirmed = false;
-        let mut hand_back = Vec::new();
-        while let Some(delivery) = deliveries.next().await {
-            let message = delivery.map_err(|e| unavailable("pull", e))?;
-            let sequence = message
-                .info()
-                .map_err(|e| StoreError::Corrupt(format!("delivery metadata: {e}")))?
-                .stream_sequence;
-            if sequence == offset {
-                message
-                    .double_ack()
-                    .await
-                    .map_err(|e| unavailable("acknowledging", e))?;
-                confirmed = true;
-            } else if sequence > offset {
-                hand_back.push(message);
+        // Bring JetStream's ack floor up to the offset, at most max_ack_pending deliveries at a
+        // time (after a nats-server crash the floor may be far behind the recorded mark).
+        let batch = spec.max_ack_pending.max(1) as u64;
+        let mut floor = floor;
+        let mut rounds = (offset - floor) / batch + 2;
+        while floor < offset && rounds > 0 {
+            rounds -= 1;
+            match self.ack_up_to(handle, floor, offset, batch).await? {
+                Some(acked) => floor = acked,
+                None => break,
             }
         }
-        try_join_all(
-            hand_back
-                .iter()
-                .map(|m| m.double_ack_with(AckKind::Nak(None))),
-        )
-        .await
-        .map_err(|e| unavailable("handing back deliveries", e))?;
+        let confirmed = floor >= offset;
         if confirmed {
             self.write_mark(format!("{}.confirmed", spec.name), offset)
                 .await?;

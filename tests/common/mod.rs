@@ -39,6 +39,13 @@ pub fn nats_server_binary() -> PathBuf {
     path
 }
 
+/// The node binary under test: `BSFG_BIN` (e.g. the static musl build) or the one cargo built.
+pub fn bsfg_binary() -> PathBuf {
+    std::env::var_os("BSFG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bsfg")))
+}
+
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
@@ -316,6 +323,8 @@ pub struct ZoneOptions {
     pub crls: Vec<PathBuf>,
     /// The estate's PKI, shared by zones that talk to each other; a new one when `None`.
     pub pki: Option<Arc<Pki>>,
+    /// Extra environment for the node process.
+    pub node_env: Vec<(String, String)>,
     /// Extra lines in nats-server's `jetstream {}` block, e.g. `sync_interval: always`.
     pub nats_jetstream: String,
     /// Consumers the peer identity `idmz-bsfg` may fetch (the template declares `to-idmz`).
@@ -337,6 +346,7 @@ impl Default for ZoneOptions {
             port: None,
             peer_fetch: vec!["to-idmz".into()],
             nats_jetstream: String::new(),
+            node_env: Vec::new(),
         }
     }
 }
@@ -376,7 +386,11 @@ impl Zone {
             std::fs::copy(&files.cert, pki.dir.join(format!("{name}.pem"))).expect("copy cert");
             std::fs::copy(&files.key, pki.dir.join(format!("{name}.key"))).expect("copy key");
         }
-        let nats = NatsServer::start_with(&dir.path().join("nats"), free_port(), &options.nats_jetstream);
+        let nats = NatsServer::start_with(
+            &dir.path().join("nats"),
+            free_port(),
+            &options.nats_jetstream,
+        );
         let port = options.port.unwrap_or_else(free_port);
         let config_path = dir.path().join("bsfg.toml");
         let mut zone = Zone {
@@ -479,12 +493,13 @@ operator = true
     }
 
     pub fn start_node(&self) -> Process {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bsfg"));
+        let mut command = Command::new(bsfg_binary());
         command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
-            .env("RUST_LOG", "info,async_nats=warn");
+            .env("RUST_LOG", "info,async_nats=warn")
+            .envs(self.options.node_env.iter().map(|(k, v)| (k, v)));
         let process = Process::spawn("bsfg", command);
         assert!(
             process.wait_for_log("bsfg node serving", Duration::from_secs(20)),
