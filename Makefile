@@ -17,14 +17,15 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint test demo bench clean distclean
+.PHONY: help setup build static lint check-units test demo bench clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
 	@echo "make build      cargo build --release"
 	@echo "make static     cargo build --release --target $(STATIC_TARGET) (static binary)"
 	@echo "make lint       cargo fmt --check, clippy -D warnings, buf lint, shellcheck"
-	@echo "make test       setup, lint, cargo test --all-targets, then a summary (TEST_ARGS=... for cargo test)"
+	@echo "make check-units  systemd units (verify, security exposure), nftables, sysctl, nats-server.conf"
+	@echo "make test       setup, lint, check-units, cargo test --all-targets, then a summary (TEST_ARGS=... for cargo test)"
 	@echo "make demo       setup, build, scripts/demo.sh"
 	@echo "make bench      setup, build, scripts/bench.sh"
 	@echo "make clean      cargo clean and remove the generated client code"
@@ -37,10 +38,13 @@ build:
 	cd $(ROOT) && $(CARGO) build --release
 
 static: setup
-	cd $(ROOT) && $(CARGO) build --release --target $(STATIC_TARGET)
+	@cd $(ROOT) && scripts/static.sh
 
 lint: setup
 	@cd $(ROOT) && scripts/lint.sh
+
+check-units: setup
+	@cd $(ROOT) && scripts/check-units.sh
 
 test:
 	@cd $(ROOT) && scripts/test.sh $(TEST_ARGS)

@@ -39,12 +39,15 @@ cd "$ROOT" # rust-toolchain.toml selects the toolchain from here
 
 # --- Rust: the static target and the components lint needs --------------------------------------
 command -v rustup >/dev/null || die "rustup not found: install Rust with rustup first"
-if rustup target list --installed | grep -qx "$RUST_STATIC_TARGET"; then
-    report ok "rust target $RUST_STATIC_TARGET"
-else
-    rustup target add "$RUST_STATIC_TARGET" >/dev/null
-    report installed "rust target $RUST_STATIC_TARGET"
-fi
+installed_targets=$(rustup target list --installed)
+for target in $RUST_STATIC_TARGET $RUST_CROSS_TARGETS; do
+    if grep -qx "$target" <<<"$installed_targets"; then
+        report ok "rust target $target"
+    else
+        rustup target add "$target" >/dev/null
+        report installed "rust target $target"
+    fi
+done
 installed_components=$(rustup component list --installed)
 for component in $RUST_COMPONENTS; do
     if grep -q "^$component-" <<<"$installed_components"; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# `make test`: runs scripts/setup.sh, then scripts/lint.sh, then `cargo test --all-targets` (extra
-# arguments go to cargo test) with the BSFG_* variables that tell the tests where the tools are,
-# and ends with a summary: one line per phase and a total "tests: N passed, N failed, N skipped".
-# Lint failures do not stop the tests; a setup failure stops everything. Exits non-zero if any
-# phase failed.
+# `make test`: runs scripts/setup.sh, then scripts/lint.sh, then scripts/check-units.sh (the
+# appliance's systemd units, nftables, sysctl and nats-server.conf), then `cargo test
+# --all-targets` (extra arguments go to cargo test) with the BSFG_* variables that tell the tests
+# where the tools are, and ends with a summary: one line per phase and a total "tests: N passed,
+# N failed, N skipped". Lint and check-units failures do not stop the tests; a setup failure stops
+# everything. Exits non-zero if any phase failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -58,10 +59,28 @@ rc=0
 scripts/lint.sh || rc=$?
 phase lint "scripts/lint.sh (fmt, clippy, buf lint, shellcheck)" "$rc" $((SECONDS - start))
 
-echo "=== cargo test --all-targets $*"
+echo "=== check-units"
 start=$SECONDS
 rc=0
-cargo test --all-targets "$@" 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+scripts/check-units.sh || rc=$?
+phase check-units "scripts/check-units.sh (systemd verify + security, nftables, sysctl, nats-server.conf)" "$rc" $((SECONDS - start))
+
+echo "=== static binaries (make static): fully static, sizes"
+start=$SECONDS
+rc=0
+scripts/static.sh || rc=$?
+phase static "scripts/static.sh (musl, statically linked, no dynamic deps)" "$rc" $((SECONDS - start))
+
+echo "=== cargo test --all-targets --features sandbox-selftest $*"
+start=$SECONDS
+rc=0
+{
+  cargo test --all-targets --no-fail-fast --features sandbox-selftest "$@" 2>&1 || exit "$?"
+  # The sandbox again, on the static musl binary (with the test-only triggers, no LTO).
+  cargo build --profile static-selftest --target x86_64-unknown-linux-musl --features sandbox-selftest --bin bsfg 2>&1 &&
+    BSFG_BIN="$PWD/target/x86_64-unknown-linux-musl/static-selftest/bsfg" \
+      cargo test --features sandbox-selftest --test sandbox "$@" 2>&1
+} | tee "$log" || rc=${PIPESTATUS[0]}
 # Sum the "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines of every test binary.
 totals=$(awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
