@@ -15,7 +15,9 @@
 mod common;
 
 use async_nats::jetstream::{self, stream};
-use common::{PRODUCER, Pki, Zone, ZoneOptions, chain::start_chain, free_port, js::wait_for_count, producer};
+use common::{
+    PRODUCER, Pki, Zone, ZoneOptions, chain::start_chain, free_port, js::wait_for_count, producer,
+};
 use std::{
     process::{Command, Stdio},
     sync::Arc,
@@ -26,7 +28,14 @@ const FACTS: u64 = 20_000;
 
 fn requests(n: u64, tag: &str) -> Vec<bsfg::proto::AppendFactRequest> {
     (0..n)
-        .map(|i| producer::fact(&format!("{tag}-{i}"), "plant-a", format!("{{\"line\":\"L2\",\"n\":{i},\"temp_c\":71.5}}"), ""))
+        .map(|i| {
+            producer::fact(
+                &format!("{tag}-{i}"),
+                "plant-a",
+                format!("{{\"line\":\"L2\",\"n\":{i},\"temp_c\":71.5}}"),
+                "",
+            )
+        })
         .collect()
 }
 
@@ -35,18 +44,31 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
     let plant_port = free_port();
+    // A production-sized consumer: pages of 500 (the default max_page), max_ack_pending 1000.
     let plant = Zone::start_with(ZoneOptions {
         zone: "plant-a".into(),
         pki: Some(pki.clone()),
         port: Some(plant_port),
+        max_page: 500,
+        extra_toml: "[[consumers]]\nname = \"bulk\"\ncategory = \"operational\"\nmax_ack_pending = 1000\n".into(),
+        peer_fetch: vec!["to-idmz".into(), "bulk".into()],
         ..Default::default()
     });
-    let mes = producer::client(&plant.url(), "plant-a-bsfg", &pki.dir, &pki.ca_path, PRODUCER);
+    let mes = producer::client(
+        &plant.url(),
+        "plant-a-bsfg",
+        &pki.dir,
+        &pki.ca_path,
+        PRODUCER,
+    );
     let started = Instant::now();
     producer::append_all(mes, requests(FACTS, label), 32);
-    eprintln!("  preloaded {FACTS} facts in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "  preloaded {FACTS} facts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let pull = format!(
-        "[[pulls]]\nname = \"from-plant\"\npeer_url = \"https://127.0.0.1:{plant_port}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"to-idmz\"\ncategory = \"operational\"\npage_size = 500\nidle_wait = \"1s\"\n[replication]\nconfirm_delay = \"{confirm_delay}\"\n"
+        "[[pulls]]\nname = \"from-plant\"\npeer_url = \"https://127.0.0.1:{plant_port}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"bulk\"\ncategory = \"operational\"\npage_size = 500\nidle_wait = \"1s\"\n[replication]\nconfirm_delay = \"{confirm_delay}\"\n"
     );
     let started = Instant::now();
     let idmz = Zone::start_with(ZoneOptions {
@@ -56,7 +78,13 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
         nats_jetstream: nats_jetstream.into(),
         ..Default::default()
     });
-    wait_for_count(&idmz.nats.url(), "facts_operational", FACTS, Duration::from_secs(600), label);
+    wait_for_count(
+        &idmz.nats.url(),
+        "facts_operational",
+        FACTS,
+        Duration::from_secs(600),
+        label,
+    );
     FACTS as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -79,25 +107,44 @@ fn native_mirror() -> f64 {
     let (a, b, leaf) = (free_port(), free_port(), free_port());
     let mut hub = nats(
         &dir.path().join("a"),
-        format!("listen: 127.0.0.1:{a}\njetstream {{ store_dir: \"{}\", domain: plant }}\nleafnodes {{ listen: 127.0.0.1:{leaf} }}\n", dir.path().join("a/js").display()),
+        format!(
+            "listen: 127.0.0.1:{a}\njetstream {{ store_dir: \"{}\", domain: plant }}\nleafnodes {{ listen: 127.0.0.1:{leaf} }}\n",
+            dir.path().join("a/js").display()
+        ),
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut spoke = nats(
         &dir.path().join("b"),
-        format!("listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf}\" }} ] }}\n", dir.path().join("b/js").display()),
+        format!(
+            "listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf}\" }} ] }}\n",
+            dir.path().join("b/js").display()
+        ),
     );
     std::thread::sleep(Duration::from_secs(2));
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let rate = runtime.block_on(async {
-        let source = jetstream::new(async_nats::connect(format!("nats://127.0.0.1:{a}")).await.expect("a"));
+        let source = jetstream::new(
+            async_nats::connect(format!("nats://127.0.0.1:{a}"))
+                .await
+                .expect("a"),
+        );
         source
-            .create_stream(stream::Config { name: "facts_operational".into(), subjects: vec!["facts.operational.>".into()], ..Default::default() })
+            .create_stream(stream::Config {
+                name: "facts_operational".into(),
+                subjects: vec!["facts.operational.>".into()],
+                ..Default::default()
+            })
             .await
             .expect("source stream");
         let payload = bytes::Bytes::from(vec![b'x'; 150]);
         let mut acks = Vec::new();
         for i in 0..FACTS {
-            acks.push(source.publish(format!("facts.operational.batch.{i}"), payload.clone()).await.expect("publish"));
+            acks.push(
+                source
+                    .publish(format!("facts.operational.batch.{i}"), payload.clone())
+                    .await
+                    .expect("publish"),
+            );
             if acks.len() >= 512 {
                 for ack in acks.drain(..) {
                     ack.await.expect("ack");
@@ -107,14 +154,21 @@ fn native_mirror() -> f64 {
         for ack in acks.drain(..) {
             ack.await.expect("ack");
         }
-        let target = jetstream::new(async_nats::connect(format!("nats://127.0.0.1:{b}")).await.expect("b"));
+        let target = jetstream::new(
+            async_nats::connect(format!("nats://127.0.0.1:{b}"))
+                .await
+                .expect("b"),
+        );
         let started = Instant::now();
         let mut mirror = target
             .create_stream(stream::Config {
                 name: "mirror".into(),
                 mirror: Some(stream::Source {
                     name: "facts_operational".into(),
-                    external: Some(stream::External { api_prefix: "$JS.plant.API".into(), delivery_prefix: None }),
+                    external: Some(stream::External {
+                        api_prefix: "$JS.plant.API".into(),
+                        delivery_prefix: None,
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -122,7 +176,10 @@ fn native_mirror() -> f64 {
             .await
             .expect("mirror stream");
         while mirror.info().await.map(|i| i.state.messages).unwrap_or(0) < FACTS {
-            assert!(started.elapsed() < Duration::from_secs(300), "mirror did not catch up");
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "mirror did not catch up"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         FACTS as f64 / started.elapsed().as_secs_f64()
@@ -158,7 +215,13 @@ fn percentile(sorted: &[i128], p: f64) -> i128 {
 fn lag_at_rate(rate: u64, seconds: u64) -> [(i128, i128, i128); 2] {
     let chain = start_chain("");
     let plant = &chain.plant;
-    let mes = producer::client(&plant.url(), "plant-a-bsfg", &plant.pki.dir, &plant.pki.ca_path, PRODUCER);
+    let mes = producer::client(
+        &plant.url(),
+        "plant-a-bsfg",
+        &plant.pki.dir,
+        &plant.pki.ca_path,
+        PRODUCER,
+    );
     let total = rate * seconds;
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -169,8 +232,13 @@ fn lag_at_rate(rate: u64, seconds: u64) -> [(i128, i128, i128); 2] {
             tick.tick().await;
             let mes = mes.clone();
             tasks.push(tokio::spawn(async move {
-                let reply: Result<bsfg::proto::AppendFactResponse, _> =
-                    mes.unary("/bsfg.v1.BoundaryService/AppendFact", &request, Duration::from_secs(30)).await;
+                let reply: Result<bsfg::proto::AppendFactResponse, _> = mes
+                    .unary(
+                        "/bsfg.v1.BoundaryService/AppendFact",
+                        &request,
+                        Duration::from_secs(30),
+                    )
+                    .await;
                 reply.unwrap_or_else(|e| panic!("append {i}: {e}"));
             }));
         }
@@ -178,7 +246,13 @@ fn lag_at_rate(rate: u64, seconds: u64) -> [(i128, i128, i128); 2] {
             t.await.expect("append task");
         }
     });
-    wait_for_count(&chain.enterprise.nats.url(), "facts_operational", total, Duration::from_secs(120), "lag run");
+    wait_for_count(
+        &chain.enterprise.nats.url(),
+        "facts_operational",
+        total,
+        Duration::from_secs(120),
+        "lag run",
+    );
     let times = [
         store_times(&plant.nats.url(), "facts_operational"),
         store_times(&chain.idmz.nats.url(), "facts_operational"),
@@ -187,7 +261,11 @@ fn lag_at_rate(rate: u64, seconds: u64) -> [(i128, i128, i128); 2] {
     let hop = |from: &[i128], to: &[i128]| {
         let mut lags: Vec<i128> = from.iter().zip(to).map(|(a, b)| b - a).collect();
         lags.sort_unstable();
-        (percentile(&lags, 0.5), percentile(&lags, 0.99), *lags.last().unwrap_or(&0))
+        (
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99),
+            *lags.last().unwrap_or(&0),
+        )
     };
     [hop(&times[0], &times[1]), hop(&times[1], &times[2])]
 }
@@ -213,12 +291,20 @@ fn main() {
         default_sync / mirror,
         sync_always / mirror,
         held_back / mirror,
-        hop1.0, hop1.1, hop1.2, hop2.0, hop2.1, hop2.2,
+        hop1.0,
+        hop1.1,
+        hop1.2,
+        hop2.0,
+        hop2.1,
+        hop2.2,
     );
     print!("{report}");
     let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
     let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let path = dir.join(format!("replication-{stamp}.txt"));
     std::fs::write(&path, &report).expect("write results");
     eprintln!("written to {}", path.display());

@@ -323,6 +323,8 @@ pub struct ZoneOptions {
     pub crls: Vec<PathBuf>,
     /// The estate's PKI, shared by zones that talk to each other; a new one when `None`.
     pub pki: Option<Arc<Pki>>,
+    /// `limits.max_page` of the node.
+    pub max_page: u32,
     /// Extra environment for the node process.
     pub node_env: Vec<(String, String)>,
     /// Extra lines in nats-server's `jetstream {}` block, e.g. `sync_interval: always`.
@@ -347,6 +349,7 @@ impl Default for ZoneOptions {
             peer_fetch: vec!["to-idmz".into()],
             nats_jetstream: String::new(),
             node_env: Vec::new(),
+            max_page: 100,
         }
     }
 }
@@ -429,7 +432,7 @@ url = "{nats}"
 [limits]
 max_request_bytes = 1048576
 max_fact_bytes = 65536
-max_page = 100
+max_page = {max_page}
 max_wait = "5s"
 max_object_chunk_bytes = 65536
 header_timeout = "2s"
@@ -472,6 +475,7 @@ operator = true
             dup = o.duplicate_window,
             limits = o.limits_toml,
             reload = o.reload_interval,
+            max_page = o.max_page,
             peer_fetch = o
                 .peer_fetch
                 .iter()
