@@ -17,7 +17,7 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units test demo bench clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo bench clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -25,6 +25,7 @@ help:
 	@echo "make static     cargo build --release --target $(STATIC_TARGET) (static binary)"
 	@echo "make lint       cargo fmt --check, clippy -D warnings, buf lint, shellcheck"
 	@echo "make check-units  systemd units (verify, security exposure), nftables, sysctl, nats-server.conf"
+	@echo "make check-units-live  static build, then both units under a real systemd in a container (root)"
 	@echo "make test       setup, lint, check-units, cargo test --all-targets, then a summary (TEST_ARGS=... for cargo test)"
 	@echo "make demo       setup, build, scripts/demo.sh"
 	@echo "make bench      setup, build, scripts/bench.sh"
@@ -45,6 +46,9 @@ lint: setup
 
 check-units: setup
 	@cd $(ROOT) && scripts/check-units.sh
+
+check-units-live: setup static
+	@cd $(ROOT) && scripts/check-units-live.sh
 
 test:
 	@cd $(ROOT) && scripts/test.sh $(TEST_ARGS)

@@ -50,7 +50,9 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
         pki: Some(pki.clone()),
         port: Some(plant_port),
         max_page: 500,
-        extra_toml: "[[consumers]]\nname = \"bulk\"\ncategory = \"operational\"\nmax_ack_pending = 1000\n".into(),
+        extra_toml:
+            "[[consumers]]\nname = \"bulk\"\ncategory = \"operational\"\nmax_ack_pending = 1000\n"
+                .into(),
         peer_fetch: vec!["to-idmz".into(), "bulk".into()],
         ..Default::default()
     });

@@ -11,7 +11,7 @@
 #   syscalls  bsfg.service's effective SystemCallFilter (worked out as systemd does: the first
 #             line is the allow-list, later lines add or, with "~", remove; groups expanded by
 #             systemd-analyze) contains the calls the node uses to install its own sandbox and
-#             every syscall its seccomp policy (hardening/seccomp/<arch>.json) allows.
+#             every syscall its seccomp policies (hardening/seccomp/*.json) allow.
 #   nftables  nft -c -f hardening/nftables.conf; as root, also loads it in a scratch network
 #             namespace wired to a second one and checks what passes and what is dropped.
 #   sysctl    hardening/sysctl.d/*.conf: syntax and a comment for every setting; as root, the
@@ -152,8 +152,7 @@ effective_filter() {
     printf '%s\n' "${!allowed[@]}" | sort
 }
 check_syscalls() {
-    local rc=0 policy missing detail arch
-    arch=$(uname -m)
+    local rc=0 policy missing detail
     if ! grep -q '^SystemCallFilter=' systemd/bsfg.service; then
         record 0 syscalls "bsfg.service has no SystemCallFilter= (allows every syscall; see security)"
         return
@@ -164,17 +163,22 @@ check_syscalls() {
         echo "bsfg.service's SystemCallFilter refuses what the node's sandbox needs: $missing"
         rc=1
     fi
-    policy=hardening/seccomp/$arch.json
-    if [ -f "$policy" ]; then
+    # Every architecture's policy: the unit's filter is by name, the same file on every target.
+    local checked=()
+    for policy in hardening/seccomp/*.json; do
+        [ -f "$policy" ] || continue
         jq -r '.. | objects | .syscall? // empty' "$policy" | sort -u >"$WORK/policy"
         missing=$(comm -23 "$WORK/policy" "$WORK/unit-allowed" | paste -sd' ')
         if [ -n "$missing" ]; then
             echo "$policy allows syscalls that bsfg.service refuses (EPERM): $missing"
             rc=1
         fi
-        detail="bsfg.service allows the sandbox calls and all $(wc -l <"$WORK/policy") of $policy"
+        checked+=("$(basename "$policy" .json) ($(wc -l <"$WORK/policy"))")
+    done
+    if ((${#checked[@]})); then
+        detail="bsfg.service allows the sandbox calls and every syscall of hardening/seccomp/: ${checked[*]}"
     else
-        detail="bsfg.service allows the sandbox calls ($policy not there yet: not compared)"
+        detail="bsfg.service allows the sandbox calls (no hardening/seccomp/*.json yet: not compared)"
     fi
     record "$rc" syscalls "$detail"
 }
@@ -201,12 +205,16 @@ for port in sys.argv[1:]:
     s.bind(("0.0.0.0", int(port))); s.listen(8); socks.append(s)
 print("listening", flush=True)
 while True:
-    for s in select.select(socks, [], [], 30)[0]: s.accept()[0].close()' "$@" >/dev/null &
+    for s in select.select(socks, [], [], 30)[0]: s.accept()[0].close()' "$@" >/dev/null 2>&1 &
     listeners+=("$!")
 }
-# stop_listeners: ends the listeners started by listen, quietly.
+# stop_listeners: ends every process in the scratch namespaces (the listeners; python3 may run
+# behind a wrapper such as a pyenv shim, so $! alone is not enough), quietly.
 stop_listeners() {
-    local pid
+    local pid ns
+    for ns in "$NETNS_A" "$NETNS_B"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    done
     for pid in "${listeners[@]}"; do
         kill "$pid" 2>/dev/null || true
         { wait "$pid"; } 2>/dev/null || true
