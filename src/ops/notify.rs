@@ -30,12 +30,14 @@ pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
-/// Half of systemd's `WatchdogSec=` when it is set for this process, else `None`.
+/// Half of systemd's `WatchdogSec=` when it is set for this process, else `None`. As in
+/// libsystemd, `WATCHDOG_PID` is optional, but when present it must be this process.
 pub fn watchdog_interval() -> Option<Duration> {
-    let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        Some(Duration::from_micros(usec / 2))
-    } else {
-        None
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid.parse::<u32>().ok() != Some(std::process::id())
+    {
+        return None;
     }
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
