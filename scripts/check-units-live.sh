@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the appliance's units under a real systemd 252 (`make check-units-live`, not part of
+# Runs the appliance's units under a real systemd 252 (`make check-units-live`, and in
 # `make test`): boots this machine's Debian root, copy-on-write, in a systemd-nspawn container with
 # only a loopback network, installs systemd/*, hardening/nats-server.conf, nats-server and a bsfg
 # binary (argument, or BSFG_BIN, default target/x86_64-unknown-linux-musl/release/bsfg), provisions

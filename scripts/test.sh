@@ -71,6 +71,12 @@ rc=0
 scripts/static.sh || rc=$?
 phase static "scripts/static.sh (musl, statically linked, no dynamic deps)" "$rc" $((SECONDS - start))
 
+echo "=== units under a real systemd: both sandbox layers together (static binary)"
+start=$SECONDS
+rc=0
+scripts/check-units-live.sh target/x86_64-unknown-linux-musl/release/bsfg || rc=$?
+phase check-units-live "scripts/check-units-live.sh (systemd-nspawn: unit sandbox + node sandbox, READY, watchdog)" "$rc" $((SECONDS - start))
+
 echo "=== cargo test --all-targets --features sandbox-selftest $*"
 start=$SECONDS
 rc=0
