@@ -11,7 +11,7 @@
 //! Writes the report to `bench/results/replication-<unix time>.txt`. Everything is on 127.0.0.1.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use async_nats::jetstream::{self, stream};
