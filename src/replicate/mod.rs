@@ -397,3 +397,6 @@ fn jitter(base: Duration) -> Duration {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
     base / 2 + base.mul_f64(f64::from(byte[0]) / 510.0)
 }
+
+#[cfg(test)]
+mod tests;

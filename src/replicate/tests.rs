@@ -1,0 +1,261 @@
+//! Unit tests of the pull loop on the in-memory store with a scripted peer: confirms only after
+//! appends, duplicates tolerated, conflicts, regressed offsets and bad artifacts stop the pull.
+
+use super::{PullError, PullLoop, peer::Peer};
+use crate::{
+    config::Config,
+    fact::{Category, sha256_digest},
+    proto::*,
+    rpc::client::ClientError,
+    store::{Store, memory::MemoryStore},
+};
+use std::{
+    collections::VecDeque,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+#[derive(Default)]
+struct ScriptedPeer {
+    pages: Mutex<VecDeque<FetchFactsResponse>>,
+    confirms: Mutex<Vec<u64>>,
+    object: Mutex<Option<(Vec<u8>, String)>>,
+}
+
+impl Peer for Arc<ScriptedPeer> {
+    async fn fetch(&self, _: &str, _: u32, _: Duration) -> Result<FetchFactsResponse, ClientError> {
+        Ok(self
+            .pages
+            .lock()
+            .map(|mut p| p.pop_front().unwrap_or_default())
+            .unwrap_or_default())
+    }
+    async fn confirm(&self, _: &str, offset: u64) -> Result<u64, ClientError> {
+        if let Ok(mut c) = self.confirms.lock() {
+            c.push(offset);
+        }
+        Ok(offset)
+    }
+    async fn get_object(
+        &self,
+        _: &str,
+        _: &str,
+        offset: u64,
+    ) -> Result<GetObjectResponse, ClientError> {
+        let (data, digest) = self
+            .object
+            .lock()
+            .ok()
+            .and_then(|o| o.clone())
+            .unwrap_or_default();
+        let start = (offset as usize).min(data.len());
+        Ok(GetObjectResponse {
+            digest,
+            size: data.len() as u64,
+            media_type: "text/plain".into(),
+            data: bytes::Bytes::copy_from_slice(&data[start..]),
+            eof: true,
+        })
+    }
+}
+
+const CONFIG: &str = r#"
+zone = "idmz"
+[listen]
+address = "127.0.0.1:9443"
+[tls]
+certificate = "n.pem"
+private_key = "n.key"
+client_ca = "ca.pem"
+[[buckets]]
+name = "batch-files"
+[[pulls]]
+name = "from-plant"
+peer_url = "https://127.0.0.1:1"
+peer_identity = "plant-a-bsfg"
+consumer = "to-idmz"
+category = "operational"
+"#;
+
+fn stored(offset: u64, id: &str, object_json: &str, media_type: &str) -> StoredFact {
+    StoredFact {
+        offset,
+        category: Category::Operational.to_wire() as i32,
+        envelope: Some(Envelope {
+            message_id: id.into(),
+            from_zone: "plant-a".into(),
+            to_zone: "enterprise".into(),
+            produced_at_unix_ms: 1,
+            object_media_type: media_type.into(),
+            ..Default::default()
+        }),
+        fact: Some(Fact {
+            subject: "batch:B-1".into(),
+            predicate: "step_completed".into(),
+            object_json: object_json.into(),
+        }),
+        appended_at_unix_ms: 1,
+    }
+}
+
+fn page(facts: Vec<StoredFact>) -> FetchFactsResponse {
+    let high_watermark = facts.last().map_or(0, |f| f.offset);
+    FetchFactsResponse {
+        facts,
+        high_watermark,
+    }
+}
+
+fn pull(peer: Arc<ScriptedPeer>) -> (PullLoop<MemoryStore, Arc<ScriptedPeer>>, Arc<MemoryStore>) {
+    let config = Config::parse(Path::new("t.toml"), CONFIG).expect("config");
+    let store = Arc::new(MemoryStore::default());
+    let spec = config.pulls[0].clone();
+    (
+        PullLoop::new(spec, &config, store.clone(), peer, Default::default()),
+        store,
+    )
+}
+
+fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(f)
+}
+
+#[test]
+fn pages_are_appended_then_confirmed_and_redeliveries_are_duplicates() {
+    let peer = Arc::new(ScriptedPeer::default());
+    peer.pages.lock().expect("lock").extend([
+        page(vec![stored(1, "a", "1", ""), stored(2, "b", "2", "")]),
+        page(vec![stored(3, "c", "3", "")]),
+    ]);
+    let (pull, store) = pull(peer.clone());
+    run(async {
+        assert_eq!(pull.step().await, Ok(2));
+        assert_eq!(pull.step().await, Ok(1));
+        assert_eq!(pull.step().await, Ok(0), "empty page");
+        // Deliver "b" again (as after a lost confirm): a duplicate, not a second copy.
+        peer.pages
+            .lock()
+            .expect("lock")
+            .push_back(page(vec![stored(4, "b", "2", "")]));
+        assert_eq!(pull.step().await, Ok(1));
+        let spec = crate::config::ConsumerSpec {
+            name: "x".into(),
+            category: Category::Operational,
+            max_ack_pending: 100,
+        };
+        assert_eq!(
+            store.cursor(&spec).await.map(|c| c.1),
+            Ok(3),
+            "three facts stored, not four"
+        );
+    });
+    assert_eq!(*peer.confirms.lock().expect("lock"), vec![2, 3, 4]);
+    let status = pull.status();
+    let status = status.lock().expect("lock");
+    assert_eq!(
+        (status.cursor, status.lag_facts, status.facts_replicated),
+        (4, 0, 4)
+    );
+}
+
+#[test]
+fn a_conflict_stops_before_the_confirm() {
+    let peer = Arc::new(ScriptedPeer::default());
+    peer.pages.lock().expect("lock").extend([
+        page(vec![stored(1, "a", "1", "")]),
+        page(vec![stored(2, "a", "2", "")]),
+    ]);
+    let (pull, _) = pull(peer.clone());
+    run(async {
+        assert_eq!(pull.step().await, Ok(1));
+        let err = pull.step().await.expect_err("conflict");
+        assert!(
+            matches!(err, PullError::Conflict(_)) && err.is_fatal(),
+            "{err}"
+        );
+    });
+    assert_eq!(
+        *peer.confirms.lock().expect("lock"),
+        vec![1],
+        "the conflicting page is never confirmed"
+    );
+}
+
+#[test]
+fn offsets_going_backwards_are_reported_not_skipped() {
+    let peer = Arc::new(ScriptedPeer::default());
+    peer.pages.lock().expect("lock").extend([
+        page(vec![stored(5, "a", "1", ""), stored(6, "b", "1", "")]),
+        page(vec![stored(1, "new-1", "1", "")]),
+    ]);
+    let (pull, _) = pull(peer.clone());
+    run(async {
+        assert_eq!(pull.step().await, Ok(2));
+        let err = pull.step().await.expect_err("regressed");
+        assert_eq!(
+            err,
+            PullError::Regressed {
+                got: 1,
+                confirmed: 6
+            }
+        );
+        assert!(err.is_fatal());
+    });
+}
+
+#[test]
+fn artifacts_are_verified_before_the_fact_is_appended() {
+    let data = b"report".to_vec();
+    let digest = sha256_digest(&data);
+    let reference = |size: usize| {
+        format!(
+            "{{\"bucket\":\"batch-files\",\"digest\":\"{digest}\",\"key\":\"B-1/r.txt\",\"media_type\":\"text/plain\",\"size\":{size}}}"
+        )
+    };
+    // The peer serves different bytes under the referenced digest: the pull stops.
+    let peer = Arc::new(ScriptedPeer::default());
+    *peer.object.lock().expect("lock") = Some((b"tampered".to_vec(), digest.clone()));
+    peer.pages.lock().expect("lock").push_back(page(vec![stored(
+        1,
+        "a",
+        &reference(data.len()),
+        "text/plain",
+    )]));
+    let (bad, store) = pull(peer.clone());
+    run(async {
+        let err = bad.step().await.expect_err("mismatch");
+        assert!(matches!(err, PullError::Artifact { .. }), "{err}");
+        assert_eq!(
+            store.object_info("batch-files", "B-1/r.txt").await,
+            Ok(None),
+            "nothing stored"
+        );
+    });
+    assert!(peer.confirms.lock().expect("lock").is_empty());
+
+    // The right bytes: stored locally, then the fact appended and confirmed.
+    let peer = Arc::new(ScriptedPeer::default());
+    *peer.object.lock().expect("lock") = Some((data.clone(), digest.clone()));
+    peer.pages.lock().expect("lock").push_back(page(vec![stored(
+        1,
+        "a",
+        &reference(data.len()),
+        "text/plain",
+    )]));
+    let (good, store) = pull(peer.clone());
+    run(async {
+        assert_eq!(good.step().await, Ok(1));
+        let info = store
+            .object_info("batch-files", "B-1/r.txt")
+            .await
+            .expect("info")
+            .expect("stored");
+        assert_eq!(info.digest, digest);
+    });
+    assert_eq!(good.status().lock().expect("lock").artifacts_replicated, 1);
+}
