@@ -161,6 +161,11 @@ fn measure(n: u64, per_fact_subject: bool) -> Run {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs benchmark targets too; only `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benchmark: run it with `make bench` (cargo bench); skipped under cargo test");
+        return;
+    }
     let n: u64 = std::env::var("BENCH_FACTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -668,7 +668,7 @@ const client = http2.connect(url, {
   ca: fs.readFileSync(ca), cert: fs.readFileSync(cert), key: fs.readFileSync(key),
 });
 const done = (result) => { console.log(JSON.stringify(result)); process.exit(0); };
-setTimeout(() => done({ error: 'no answer within 10 s' }), 10000);
+setTimeout(() => done({ error: 'no answer within 20 s' }), 20000);
 client.on('error', (e) => done({ error: e.message }));
 const req = client.request({
   ':method': 'POST', ':path': path, 'content-type': contentType,
@@ -679,7 +679,9 @@ const chunks = [];
 req.on('response', (headers) => { status = headers[':status']; });
 req.on('data', (d) => chunks.push(d));
 req.on('error', () => {});
-req.on('close', () => done({ status, body: Buffer.concat(chunks).toString(), rstCode: req.rstCode }));
+const finish = () => done({ status, body: Buffer.concat(chunks).toString(), rstCode: req.rstCode });
+req.on('end', finish);
+req.on('close', finish);
 req.end(body);
 "#;
 
