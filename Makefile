@@ -11,13 +11,16 @@ CARGO ?= cargo
 STATIC_TARGET := x86_64-unknown-linux-musl
 # Extra arguments for cargo test, e.g. make test TEST_ARGS='-- --nocapture'.
 TEST_ARGS ?=
+# make image: ZONE_DIR=dir provisions the image at build time; DEBUG=1 adds the serial console.
+ZONE_DIR ?=
+DEBUG ?= 0
 
 export BSFG_NATS_SERVER := $(ROOT)/.tools/bin/nats-server
 export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units check-units-live test demo bench clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -27,7 +30,12 @@ help:
 	@echo "make check-units  systemd units (verify, security exposure), nftables, sysctl, nats-server.conf"
 	@echo "make check-units-live  static build, then both units under a real systemd in a container (root)"
 	@echo "make test       setup, lint, check-units, cargo test --all-targets, then a summary (TEST_ARGS=... for cargo test)"
-	@echo "make demo       setup, build, scripts/demo.sh"
+	@echo "make demo       (root) build or reuse the appliance image, boot it under QEMU as the IDMZ between a"
+	@echo "                plant zone and an enterprise zone on this host, facts cross both ways, clean shutdown"
+	@echo "make demo-local setup, build, scripts/demo.sh: the three-zone chain on loopback, no VM"
+	@echo "make image      (root) the appliance firmware: out/bsfg-appliance-<version>-x86_64.img, .bmap,"
+	@echo "                .manifest.json (ZONE_DIR=dir: provisioned; DEBUG=1: serial console); image/README.md"
+	@echo "make image-test (root) the image under QEMU: provisioning, sandbox, facts across it, ports, tampering"
 	@echo "make bench      setup, build, scripts/bench.sh"
 	@echo "make clean      cargo clean and remove the generated client code"
 	@echo "make distclean  clean, and remove .tools/ and node_modules/ too"
@@ -53,8 +61,17 @@ check-units-live: setup static
 test:
 	@cd $(ROOT) && scripts/test.sh $(TEST_ARGS)
 
-demo: setup build
+demo: setup static
+	@cd $(ROOT) && image/demo.sh
+
+demo-local: setup build
 	@cd $(ROOT) && scripts/demo.sh
+
+image: setup static
+	@cd $(ROOT) && ZONE_DIR="$(if $(ZONE_DIR),$(abspath $(ZONE_DIR)))" DEBUG="$(DEBUG)" image/build.sh
+
+image-test: image
+	@cd $(ROOT) && image/test.sh
 
 bench: setup build
 	@cd $(ROOT) && scripts/bench.sh

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Shared definitions for the appliance image scripts (sourced, not run): the disk layout, the
+# output names, the values derived from a seed for reproducible builds (UUIDs, salts), logging,
+# and the QEMU boot helper that image/test.sh and image/demo.sh use.
+# shellcheck disable=SC2034 # variables are used by the scripts that source this file
+set -euo pipefail
+
+IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$IMAGE_DIR/.." && pwd)
+OUT=${OUT:-$ROOT/out}
+ARCH=x86_64
+VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)}
+
+# --- disk layout (MiB) -----------------------------------------------------------------------------
+# GPT: esp | root-a | root-a-verity | root-b | root-b-verity | data. Slot sizes leave room for the
+# root to grow (it is ~110 MiB now); the data partition is meant to be grown on the target disk.
+ESP_MIB=${ESP_MIB:-128}
+ROOT_MIB=${ROOT_MIB:-512}
+VERITY_MIB=${VERITY_MIB:-32}
+DATA_MIB=${DATA_MIB:-512}
+# Discoverable Partitions Specification type GUIDs (x86-64).
+TYPE_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
+TYPE_ROOT=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
+TYPE_ROOT_VERITY=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5
+TYPE_DATA=0FC63DAF-8483-4772-8E79-3D69D8477DE4 # generic Linux data: mounted by our initrd only
+
+# The root file system: erofs (lz4hc, fast to build and read) or squashfs (zstd, smaller).
+ROOTFS_TYPE=${ROOTFS_TYPE:-erofs}
+
+# --- output names ------------------------------------------------------------------------------------
+# image_base [SUFFIX]: out/bsfg-appliance-<version>-x86_64[-SUFFIX]
+image_base() {
+    local base=$OUT/bsfg-appliance-$VERSION-$ARCH
+    if [ -n "${1:-}" ]; then base=$base-$1; fi
+    echo "$base"
+}
+
+# --- logging -------------------------------------------------------------------------------------------
+T0=${T0:-$(date +%s.%N)}
+elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%6.1fs", b - a }'; }
+step() { printf '\033[1m[%s] %s\033[0m\n' "$(elapsed)" "$*"; }
+say() { printf '         %s\n' "$*"; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+# --- reproducible identifiers -------------------------------------------------------------------------
+# Every timestamp in the image (file times, password ages, file systems). Fixed, so that two
+# builds from the same inputs are identical whatever the date or the last commit; raise it when
+# a release should carry a newer date.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1790000000}
+# hex_of NAME: 64 hex digits derived from the build seed and NAME.
+SEED=${SEED:-bsfg-appliance-$VERSION}
+hex_of() { printf '%s/%s' "$SEED" "$1" | sha256sum | cut -c1-64; }
+# uuid_of NAME: a version-4-shaped UUID derived from the seed and NAME.
+uuid_of() {
+    local h
+    h=$(hex_of "$1")
+    printf '%s-%s-4%s-%x%s-%s\n' "${h:0:8}" "${h:8:4}" "${h:13:3}" $((0x${h:16:1} & 0x3 | 0x8)) "${h:17:3}" "${h:20:12}"
+}
+# uuid_from_hex HEX32: format 32 hex digits as a UUID (for partition UUIDs taken from a root hash).
+uuid_from_hex() { printf '%s-%s-%s-%s-%s\n' "${1:0:8}" "${1:8:4}" "${1:12:4}" "${1:16:4}" "${1:20:12}"; }
+
+# --- QEMU ----------------------------------------------------------------------------------------------
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
+OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+
+# free_port: an unused TCP port on 127.0.0.1.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# qemu_start DIR DISK NETDEV_OPTS: boots DISK under OVMF with TCG in the background. The serial
+# console is a Unix socket DIR/serial.sock (image/serial.py talks to it) logged to DIR/serial.log,
+# the QEMU monitor DIR/monitor.sock;
+# user-mode networking with restrict=on plus the caller's hostfwd=/guestfwd= options. Sets
+# QEMU_PID. -no-reboot: a reboot (e.g. after a kernel panic) ends QEMU instead.
+qemu_start() {
+    local dir=$1 disk=$2 netdev=$3
+    cp "$OVMF_VARS" "$dir/OVMF_VARS.fd"
+    rm -f "$dir/serial.sock" "$dir/serial.log"
+    qemu-system-x86_64 -name bsfg-appliance -machine q35 -accel tcg -cpu max -smp "${QEMU_SMP:-2}" \
+        -m "${QEMU_MEM:-1024}" -nodefaults -no-user-config -display none -no-reboot \
+        -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
+        -drive if=pflash,format=raw,unit=1,file="$dir/OVMF_VARS.fd" \
+        -drive if=none,id=disk0,format=raw,file="$disk",discard=unmap \
+        -device virtio-blk-pci,drive=disk0,bootindex=1 \
+        -netdev "user,id=n0,restrict=on${netdev:+,$netdev}" -device virtio-net-pci,netdev=n0,romfile= \
+        -device i6300esb -rtc base=utc \
+        -chardev "socket,id=ser0,path=$dir/serial.sock,server=on,wait=off,logfile=$dir/serial.log" \
+        -serial chardev:ser0 -monitor "unix:$dir/monitor.sock,server=on,wait=off" >"$dir/qemu.log" 2>&1 &
+    QEMU_PID=$!
+    for _ in $(seq 50); do
+        [ -S "$dir/serial.sock" ] && return 0
+        kill -0 "$QEMU_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$dir/qemu.log" >&2
+    die "QEMU did not start"
+}
+
+# qemu_powerdown DIR: presses the virtual power button (ACPI); systemd-logind shuts down cleanly.
+qemu_powerdown() { echo system_powerdown | socat - "UNIX-CONNECT:$1/monitor.sock" >/dev/null 2>&1 || true; }
+
+# qemu_wait_exit SECONDS: waits for QEMU_PID to end; kills it after SECONDS. Returns 0 if it
+# ended by itself.
+qemu_wait_exit() {
+    local i
+    for ((i = 0; i < $1 * 10; i++)); do
+        kill -0 "$QEMU_PID" 2>/dev/null || {
+            wait "$QEMU_PID" 2>/dev/null || true
+            return 0
+        }
+        sleep 0.1
+    done
+    kill "$QEMU_PID" 2>/dev/null || true
+    wait "$QEMU_PID" 2>/dev/null || true
+    return 1
+}
+
+# part_offset IMAGE NAME: byte offset and size of the GPT partition named NAME ("OFFSET SIZE").
+part_offset() {
+    sfdisk --json "$1" 2>/dev/null | jq -r --arg n "$2" \
+        '.partitiontable as $t | $t.partitions[] | select(.name == $n) | "\(.start * ($t.sectorsize // 512)) \(.size * ($t.sectorsize // 512))"'
+}
