@@ -50,6 +50,33 @@ fn same_fact_twice_is_a_duplicate_and_other_content_is_a_conflict() {
 }
 
 #[test]
+fn the_key_is_the_message_id_whatever_the_subject_kind() {
+    // Facts are stored under `facts.<category>.<kind>.<key>`: the same message id with another
+    // subject kind must still meet the first fact, not land beside it.
+    let zone = Zone::start();
+    let mes = zone.curl(PRODUCER);
+    assert_eq!(
+        mes.append(&append_json("id-k", "plant-a", "1")).json()["offset"],
+        "1"
+    );
+    let mut other_kind: serde_json::Value =
+        serde_json::from_str(&append_json("id-k", "plant-a", "1")).expect("json");
+    other_kind["fact"]["subject"] = "lot:L-9".into();
+    let conflict = mes.append(&other_kind.to_string());
+    assert_eq!(
+        conflict.code(),
+        "already_exists",
+        "{}",
+        String::from_utf8_lossy(&conflict.body)
+    );
+    assert_eq!(
+        zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"],
+        "1",
+        "nothing was written for the conflicting fact"
+    );
+}
+
+#[test]
 fn idempotency_outlives_the_jetstream_duplicate_window() {
     let zone = Zone::start_with(ZoneOptions {
         duplicate_window: "1s".into(),

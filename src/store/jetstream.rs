@@ -4,9 +4,10 @@
 //!   updated from config at start-up.
 //! - Idempotency for the stream's whole retention: each fact is published on its own subject,
 //!   `facts.<category>.<kind>.<key>` with `key` = the first 128 bits of SHA-256(message_id) in hex,
-//!   and `Nats-Expected-Last-Subject-Sequence: 0`. JetStream refuses a second message on that
-//!   subject atomically; the node then reads the stored one with a direct get and compares its
-//!   `Bsfg-Content-Hash` header. (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets
+//!   and `Nats-Expected-Last-Subject-Sequence: 0` checked against `facts.<category>.*.<key>`
+//!   (`Nats-Expected-Last-Subject-Sequence-Subject`), so the key is the message id whatever the
+//!   subject kind. JetStream refuses a second message under that key atomically; the node then
+//!   reads the stored one with a direct get and compares its `Bsfg-Content-Hash` header. (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets
 //!   after its window and treats different payloads under one id as plain duplicates.)
 //! - Durable pull consumers with `AckPolicy::All` carry each cursor (their ack floor, visible in
 //!   `nats consumer info`); reading a page never touches them (see `consumers.rs`).
@@ -36,6 +37,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
 
 const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
+/// The subject (wildcards allowed) that `Nats-Expected-Last-Subject-Sequence` is checked against.
+const EXPECTED_LAST_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 /// How long a delivery that was neither NAKed nor acked stays in flight (after a crash).
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
 /// KV bucket holding, per consumer, the highest offset FetchFacts returned (`<name>.fetched`) and
@@ -174,10 +177,10 @@ impl JetStreamStore {
 
     /// The stored fact's idempotency answer after JetStream refused a second message on its
     /// subject.
-    async fn existing(&self, new: NewFact<'_>, subject: &str) -> Result<Appended, StoreError> {
+    async fn existing(&self, new: NewFact<'_>, filter: &str) -> Result<Appended, StoreError> {
         let stored = self
             .stream(new.category)?
-            .direct_get_last_for_subject(subject)
+            .direct_get_last_for_subject(filter)
             .await
             .map_err(|e| unavailable("reading the stored fact", e))?;
         let stored_hash = stored
@@ -291,10 +294,20 @@ pub(super) async fn read_mark(kv: &jetstream::kv::Store, key: &str) -> Result<u6
         .unwrap_or(0))
 }
 
-/// `facts.<category>.<kind>.<first 128 bits of sha256(message_id) in hex>`
+/// The first 128 bits of SHA-256(message_id) in hex: the last token of a fact's subject.
+fn idempotency_key(message_id: &str) -> String {
+    hex::encode(&Sha256::digest(message_id.as_bytes())[..16])
+}
+
+/// `facts.<category>.<kind>.<idempotency key>`: where a fact is published.
 pub fn fact_subject(category: Category, kind: &str, message_id: &str) -> String {
-    let digest = Sha256::digest(message_id.as_bytes());
-    format!("facts.{category}.{kind}.{}", hex::encode(&digest[..16]))
+    format!("facts.{category}.{kind}.{}", idempotency_key(message_id))
+}
+
+/// `facts.<category>.*.<idempotency key>`: every subject a fact with this message id could have
+/// been stored under in the category, whatever its subject kind.
+fn idempotency_filter(category: Category, message_id: &str) -> String {
+    format!("facts.{category}.*.{}", idempotency_key(message_id))
 }
 
 impl Store for JetStreamStore {
@@ -314,6 +327,7 @@ impl Store for JetStreamStore {
             subject_kind(&new.fact.subject),
             &new.envelope.message_id,
         );
+        let filter = idempotency_filter(new.category, &new.envelope.message_id);
         let payload = StoredFact {
             envelope: Some(new.envelope.clone()),
             fact: Some(new.fact.clone()),
@@ -323,6 +337,7 @@ impl Store for JetStreamStore {
         let publish = PublishMessage::build()
             .payload(Bytes::from(payload))
             .header(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str())
+            .header(EXPECTED_LAST_SUBJECT_HEADER, filter.as_str())
             .expected_last_subject_sequence(0);
         let ack = match self.js.send_publish(subject.clone(), publish).await {
             Ok(future) => future.await,
@@ -339,7 +354,7 @@ impl Store for JetStreamStore {
                 })
             }
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.existing(new, &subject).await
+                self.existing(new, &filter).await
             }
             Err(e) if e.to_string().contains("maximum") => {
                 let percent = self.fill(new.category).await.map_or(100.0, |f| f.percent);
@@ -386,6 +401,15 @@ impl Store for JetStreamStore {
             .await
             .map_err(|e| unavailable(&format!("recording the status of pull {pull}"), e))?;
         Ok(())
+    }
+
+    async fn get_status(&self, pull: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self
+            .statuses
+            .get(pull)
+            .await
+            .map_err(|e| unavailable(&format!("reading the status of pull {pull}"), e))?;
+        Ok(value.map(|v| v.to_vec()))
     }
 
     async fn fill(&self, category: Category) -> Result<CategoryFill, StoreError> {
