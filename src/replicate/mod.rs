@@ -129,7 +129,8 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
     /// Runs until a fatal error; transient errors are retried with backoff.
     pub async fn run(self) {
         let mut backoff = BACKOFF_START;
-        tracing::info!(pull = %self.spec.name, peer = %self.spec.peer_url, consumer = %self.spec.consumer, "pull started");
+        self.restore().await;
+        tracing::info!(pull = %self.spec.name, peer = %self.spec.peer_url, consumer = %self.spec.consumer, cursor = lock(&self.status).cursor, "pull started");
         loop {
             match self.step().await {
                 Ok(_) => backoff = BACKOFF_START,
@@ -145,6 +146,33 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
                     backoff = (backoff * 2).min(BACKOFF_CAP);
                 }
             }
+        }
+    }
+
+    /// Takes over the cursor and counters this pull recorded before the node restarted (same
+    /// peer and consumer), so that a peer whose stream was recreated meanwhile is still seen
+    /// going backwards. Without a record (or with the store unreachable) it starts from 0: the
+    /// check then holds from the first confirm on.
+    pub async fn restore(&self) {
+        let recorded = match self.store.get_status(&self.spec.name).await {
+            Ok(Some(json)) => serde_json::from_slice::<PullStatus>(&json).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(pull = %self.spec.name, error = %e, "cannot read the recorded pull status; the backwards check starts from the first confirm");
+                None
+            }
+        };
+        let mut status = lock(&self.status);
+        if let Some(recorded) = recorded
+            && recorded.peer == status.peer
+            && recorded.consumer == status.consumer
+        {
+            status.cursor = recorded.cursor;
+            status.high_watermark = recorded.high_watermark;
+            status.lag_facts = recorded.high_watermark.saturating_sub(recorded.cursor);
+            status.facts_replicated = recorded.facts_replicated;
+            status.artifacts_replicated = recorded.artifacts_replicated;
+            status.export(&self.metrics);
         }
     }
 
@@ -176,6 +204,13 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             .await?;
         let confirmed = lock(&self.status).cursor;
         let Some(last) = page.facts.last() else {
+            if page.high_watermark < confirmed {
+                // The peer's stream ends before what it confirmed to us: it was recreated.
+                return Err(PullError::Regressed {
+                    got: page.high_watermark,
+                    confirmed,
+                });
+            }
             let mut status = lock(&self.status);
             status.high_watermark = page.high_watermark;
             status.lag_facts = page.high_watermark.saturating_sub(status.cursor);

@@ -25,11 +25,22 @@ struct ScriptedPeer {
 
 impl Peer for Arc<ScriptedPeer> {
     async fn fetch(&self, _: &str, _: u32, _: Duration) -> Result<FetchFactsResponse, ClientError> {
+        // Nothing scripted: an empty page at the end of the stream, as a real peer answers.
+        let confirmed = self
+            .confirms
+            .lock()
+            .ok()
+            .and_then(|c| c.last().copied())
+            .unwrap_or(0);
         Ok(self
             .pages
             .lock()
-            .map(|mut p| p.pop_front().unwrap_or_default())
-            .unwrap_or_default())
+            .ok()
+            .and_then(|mut p| p.pop_front())
+            .unwrap_or(FetchFactsResponse {
+                facts: Vec::new(),
+                high_watermark: confirmed,
+            }))
     }
     async fn confirm(&self, _: &str, offset: u64) -> Result<u64, ClientError> {
         if let Ok(mut c) = self.confirms.lock() {
@@ -258,4 +269,88 @@ fn artifacts_are_verified_before_the_fact_is_appended() {
         assert_eq!(info.digest, digest);
     });
     assert_eq!(good.status().lock().expect("lock").artifacts_replicated, 1);
+}
+
+#[test]
+fn a_recreated_peer_stream_is_seen_after_a_restart_too() {
+    let config = Config::parse(Path::new("t.toml"), CONFIG).expect("config");
+    let store = Arc::new(MemoryStore::default());
+    let peer = Arc::new(ScriptedPeer::default());
+    let spec = config.pulls[0].clone();
+    let first = PullLoop::new(
+        spec.clone(),
+        &config,
+        store.clone(),
+        peer.clone(),
+        Default::default(),
+    );
+    peer.pages
+        .lock()
+        .expect("lock")
+        .extend([page(vec![stored(1, "a", "1", ""), stored(2, "b", "1", "")])]);
+    run(async {
+        assert_eq!(first.step().await, Ok(2));
+        // What start_pulls records once a second.
+        let json = serde_json::to_vec(&*first.status().lock().expect("lock")).expect("json");
+        store.put_status(&spec.name, json).await.expect("record");
+    });
+
+    // The node restarts; meanwhile the peer's stream was recreated and starts at 1 again.
+    let restarted = PullLoop::new(
+        spec,
+        &config,
+        store.clone(),
+        peer.clone(),
+        Default::default(),
+    );
+    peer.pages
+        .lock()
+        .expect("lock")
+        .push_back(page(vec![stored(1, "new-1", "1", "")]));
+    run(async {
+        restarted.restore().await;
+        assert_eq!(restarted.status().lock().expect("lock").cursor, 2);
+        assert_eq!(
+            restarted.step().await,
+            Err(PullError::Regressed {
+                got: 1,
+                confirmed: 2
+            })
+        );
+    });
+}
+
+#[test]
+fn an_empty_peer_stream_below_the_cursor_is_reported() {
+    let peer = Arc::new(ScriptedPeer::default());
+    peer.pages.lock().expect("lock").extend([
+        page(vec![stored(1, "a", "1", ""), stored(2, "b", "1", "")]),
+        // Recreated and still empty: no facts, high watermark 0 below the confirmed 2.
+        page(vec![]),
+    ]);
+    let (pull, _) = pull(peer);
+    run(async {
+        assert_eq!(pull.step().await, Ok(2));
+        assert_eq!(
+            pull.step().await,
+            Err(PullError::Regressed {
+                got: 0,
+                confirmed: 2
+            })
+        );
+    });
+}
+
+#[test]
+fn retry_waits_are_jittered_within_half_to_full_backoff() {
+    let base = Duration::from_millis(800);
+    let waits: Vec<Duration> = (0..200).map(|_| super::jitter(base)).collect();
+    assert!(
+        waits.iter().all(|w| (base / 2..=base).contains(w)),
+        "{waits:?}"
+    );
+    // Not one fixed value: pulls retrying together spread out.
+    let distinct: std::collections::BTreeSet<_> = waits.iter().collect();
+    assert!(distinct.len() > 20, "{} distinct waits", distinct.len());
+    assert!(super::BACKOFF_CAP <= Duration::from_secs(10));
 }

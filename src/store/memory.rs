@@ -20,6 +20,8 @@ struct State {
     /// consumer → (cursor, fetched)
     cursors: BTreeMap<String, (u64, u64)>,
     objects: BTreeMap<(String, String), (ObjectInfo, Bytes)>,
+    /// pull → its recorded status (JSON)
+    statuses: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -118,8 +120,13 @@ impl Store for MemoryStore {
         Ok((state.cursors.entry(spec.name.clone()).or_default().0, high))
     }
 
-    async fn put_status(&self, _pull: &str, _json: Vec<u8>) -> Result<(), StoreError> {
+    async fn put_status(&self, pull: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.state().statuses.insert(pull.to_string(), json);
         Ok(())
+    }
+
+    async fn get_status(&self, pull: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state().statuses.get(pull).cloned())
     }
 
     async fn fill(&self, _category: Category) -> Result<CategoryFill, StoreError> {

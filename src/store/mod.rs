@@ -111,6 +111,12 @@ pub trait Store: Send + Sync + 'static {
         json: Vec<u8>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The status a pull last recorded with [`Store::put_status`], if any.
+    fn get_status(
+        &self,
+        pull: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
     fn fill(
         &self,
         category: Category,
