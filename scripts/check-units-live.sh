@@ -190,6 +190,18 @@ both_layers() {
     grep -qP '^NoNewPrivs:\t1$' "$WORK/status" || ok=1
     grep -qP '^Seccomp:\t2$' "$WORK/status" || ok=1
     [ "$(grep -cP ':\t0{16}$' "$WORK/status")" -eq 5 ] || ok=1
+    # The unit alone already gives NoNewPrivs, a seccomp filter and no capabilities: the node's
+    # own layer shows in its STATUS= line and its /metrics (landlock fully enforced, seccomp in
+    # kill mode), which a node started with --insecure-no-sandbox would not report.
+    local status metrics line
+    status=$(in_ct systemctl show -p StatusText --value bsfg.service)
+    echo "  STATUS=$status"
+    [[ $status == *"sandbox full"* ]] || ok=1
+    metrics=$(in_ct curl -sS --fail --max-time 10 --cacert /root/pki/ca.pem --cert /root/pki/ops.pem \
+        --key /root/pki/ops.key https://127.0.0.1:9443/metrics | grep '^bsfg_sandbox_') || ok=1
+    while IFS= read -r line; do echo "  $line"; done <<<"$metrics"
+    grep -qx 'bsfg_sandbox_landlock_enforced 2' <<<"$metrics" || ok=1
+    grep -qx 'bsfg_sandbox_seccomp_kill 1' <<<"$metrics" || ok=1
     return "$ok"
 }
 # rpc METHOD JSON [IDENTITY]: one Connect call from inside the container; prints the answer.
