@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Runs every linter (`make lint`): cargo fmt --check, cargo clippy --all-targets -D warnings,
-# buf lint on proto/, shellcheck on every *.sh under scripts/ tests/ image/ hardening/ plus
-# .ci/run, and a syntax check of the two test clients. Runs them all, prints one line per
-# linter, and exits non-zero if any failed. Expects scripts/setup.sh to have run.
+# buf lint on proto/, shellcheck on every *.sh under scripts/ tests/ image/ hardening/
+# yocto-layer/ plus .ci/run, a syntax check of the two test clients, oelint-adv on the Yocto
+# layer's recipes and a check that its crate list matches Cargo.lock. Runs them all, prints one
+# line per linter, and exits non-zero if any failed. Expects scripts/setup.sh to have run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 BUF=$ROOT/tests/clients/node/node_modules/.bin/buf
 PY=${BSFG_PY:-$ROOT/.tools/venv/bin/python}
+OELINT=$ROOT/.tools/venv/bin/oelint-adv
 
 results=()
 failures=0
@@ -24,7 +26,7 @@ record() {
 
 shell_scripts() {
     local dirs=() d
-    for d in scripts tests image hardening; do [ -d "$d" ] && dirs+=("$d"); done
+    for d in scripts tests image hardening yocto-layer; do [ -d "$d" ] && dirs+=("$d"); done
     if ((${#dirs[@]})); then
         find "${dirs[@]}" -type f -name '*.sh' -not -path '*/node_modules/*' -not -path '*/gen/*'
     fi
@@ -58,6 +60,20 @@ node --check tests/clients/node/call.mjs || rc=$?
 "$PY" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' \
     tests/clients/python/call.py || rc=$?
 record "$rc" "test clients (node --check, python ast)"
+
+# The Yocto layer is linted, not built (no bitbake here): every finding fails, whatever its
+# severity; the few inline suppressions in the recipes say why (yocto-layer/README.md).
+mapfile -t recipes < <(find yocto-layer -type f \( -name '*.bb' -o -name '*.bbappend' \
+    -o -name '*.inc' -o -name '*.bbclass' \) | sort)
+echo "--- lint: oelint-adv --release scarthgap (${#recipes[@]} files)"
+rc=0
+"$OELINT" --release scarthgap --suppress oelint.vars.homepageping --quiet "${recipes[@]}" || rc=$?
+record "$rc" "oelint-adv (yocto-layer/, ${#recipes[@]} files)"
+
+echo "--- lint: yocto-layer crate list"
+rc=0
+yocto-layer/scripts/gen-crates-inc.sh --check || rc=$?
+record "$rc" "yocto-layer bsfg-crates.inc matches Cargo.lock"
 
 echo "--- lint: summary"
 printf '%s\n' "${results[@]}"
