@@ -114,3 +114,73 @@ fn replication_works_inside_the_sandbox() {
         assert_eq!(status_field(zone.node.pid(), "Seccomp"), "2");
     }
 }
+
+/// Makes the zone's directory readable for another user (the test runs as root; its temporary
+/// directories are 0700).
+fn open_up(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if dir.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    if dir.is_dir() {
+        for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+            open_up(&entry.path());
+        }
+    }
+}
+
+#[test]
+fn a_failed_sandbox_step_stops_the_node_unless_the_sandbox_is_explicitly_off() {
+    // Run as `nobody` with a full bounding set: dropping it needs CAP_SETPCAP, which `nobody`
+    // lacks, so step 2 of the sandbox fails. The node must refuse to serve — and serve only when
+    // an operator turned the sandbox off on purpose, saying so loudly.
+    let zone = Zone::start();
+    open_up(zone.dir.path());
+    let config = zone.dir.path().join("nobody.toml");
+    let port = common::free_port();
+    std::fs::write(
+        &config,
+        zone.config_text().replace(
+            &format!("address = \"127.0.0.1:{}\"", zone.port),
+            &format!("address = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .expect("write config");
+    open_up(&config);
+    let as_nobody = |extra: &[&str]| {
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::bsfg_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .env("RUST_LOG", "info,async_nats=warn");
+        command
+    };
+
+    let mut refused = common::Process::spawn("bsfg-nobody", as_nobody(&[]));
+    let status = refused
+        .wait_exit(Duration::from_secs(20))
+        .expect("the node did not stop");
+    assert_eq!(status.code(), Some(69), "{}", refused.log());
+    let log = refused.log();
+    assert!(
+        log.contains("a sandbox step failed; refusing to serve") && log.contains("bounding set"),
+        "{log}"
+    );
+    assert!(!log.contains("bsfg node serving"), "{log}");
+
+    let mut insecure = common::Process::spawn(
+        "bsfg-nobody-insecure",
+        as_nobody(&["--insecure-no-sandbox"]),
+    );
+    assert!(
+        insecure.wait_for_log("bsfg node serving", Duration::from_secs(20)),
+        "{}",
+        insecure.log()
+    );
+    assert!(insecure.log_contains("SANDBOX DISABLED by --insecure-no-sandbox"));
+    assert_eq!(status_field(insecure.pid(), "Seccomp"), "0");
+    insecure.kill();
+}

@@ -70,7 +70,7 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(name: &str, mut command: Command) -> Process {
+    pub fn spawn(name: &str, mut command: Command) -> Process {
         command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
