@@ -15,10 +15,49 @@ struct Histogram {
     total: u64,
 }
 
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.total += 1;
+    }
+
+    fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.counts.iter_mut().zip(other.counts) {
+            *mine += theirs;
+        }
+        self.sum += other.sum;
+        self.total += other.total;
+    }
+
+    /// `NAME_bucket`, `NAME_sum` and `NAME_count` lines with `labels` (`a="x",` or empty).
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", self.total);
+        let bare = labels.trim_end_matches(',');
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{bare}}} {}\n{name}_count{{{bare}}} {}",
+            self.sum, self.total
+        );
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// (method, code) → latency
+    latency: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     tls_failures: Mutex<BTreeMap<&'static str, u64>>,
     gauges: Mutex<BTreeMap<String, f64>>,
 }
@@ -32,15 +71,10 @@ impl Metrics {
     pub fn record_call(&self, method: &'static str, code: &'static str, elapsed: Duration) {
         *lock(&self.requests).entry((method, code)).or_default() += 1;
         let mut latency = lock(&self.latency);
-        let h = latency.entry(method).or_default();
-        let seconds = elapsed.as_secs_f64();
-        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += seconds;
-        h.total += 1;
+        latency
+            .entry((method, code))
+            .or_default()
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn record_tls_failure(&self, reason: &'static str) {
@@ -101,35 +135,20 @@ impl Metrics {
         }
         drop(requests);
         let latency = lock(&self.latency);
-        for (name, method_filter) in [
-            ("bsfg_append_latency_seconds", Some("AppendFact")),
-            ("bsfg_rpc_latency_seconds", None),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} histogram");
-            for (method, h) in latency
-                .iter()
-                .filter(|(m, _)| method_filter.is_none_or(|f| f == **m))
-            {
-                let labels = if method_filter.is_some() {
-                    String::new()
-                } else {
-                    format!("method=\"{method}\",")
-                };
-                for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{{labels}le=\"{bound}\"}} {}",
-                        h.counts[i]
-                    );
-                }
-                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.total);
-                let bare = labels.trim_end_matches(',');
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{{{bare}}} {}\n{name}_count{{{bare}}} {}",
-                    h.sum, h.total
-                );
-            }
+        // Every AppendFact, whatever its code (SPEC §7's name), then per method and code.
+        let mut appends = Histogram::default();
+        for ((_, _), h) in latency.iter().filter(|((m, _), _)| *m == "AppendFact") {
+            appends.add(h);
+        }
+        let _ = writeln!(out, "# TYPE bsfg_append_latency_seconds histogram");
+        appends.render(&mut out, "bsfg_append_latency_seconds", "");
+        let _ = writeln!(out, "# TYPE bsfg_rpc_latency_seconds histogram");
+        for ((method, code), h) in latency.iter() {
+            h.render(
+                &mut out,
+                "bsfg_rpc_latency_seconds",
+                &format!("method=\"{method}\",code=\"{code}\","),
+            );
         }
         drop(latency);
         let _ = writeln!(out, "# TYPE bsfg_tls_handshake_failures_total counter");
@@ -165,6 +184,21 @@ mod tests {
         );
         assert!(
             text.contains("bsfg_tls_handshake_failures_total{reason=\"unknown_ca\"} 1"),
+            "{text}"
+        );
+        // Per method and code: the failed call is in its own series.
+        assert!(
+            text.contains(
+                "bsfg_rpc_latency_seconds_bucket{method=\"AppendFact\",code=\"invalid_argument\",le=\"0.001\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("bsfg_rpc_latency_seconds_count{method=\"AppendFact\",code=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("bsfg_append_latency_seconds_count{} 2"),
             "{text}"
         );
     }
