@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end demo behind `make demo`: a three-zone chain on loopback,
+# The loopback demo behind `make demo-local` (no VM): a three-zone chain on loopback,
 #   plant-a  <->  idmz  <->  enterprise
 # each zone a nats-server with JetStream plus a bsfg node, one development estate CA. A producer in
 # plant-a appends facts (one referencing an artifact); the receiving zones pull them hop by hop
@@ -211,6 +211,8 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 jq -r '.facts[] | "   plant-a inbox: offset \(.offset)  \(.envelope.messageId)  from \(.envelope.fromZone) to \(.envelope.toZone)  \(.fact.subject) \(.fact.objectJson)"' <<<"$inbox"
+[[ $(jq -r '.facts[0].envelope.messageId // empty' <<<"$inbox") == ord-77 ]] ||
+  { echo "the order did not reach plant-a's inbox" >&2; exit 1; }
 
 step "Lag and cursors, as an operator sees them (bsfg status)"
 sleep 1.5 # status is recorded once a second
