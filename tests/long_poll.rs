@@ -84,3 +84,60 @@ fn an_append_wakes_a_waiting_fetch_and_the_server_caps_the_wait() {
     assert!(offsets(&reply).is_empty());
     assert!(waited < Duration::from_millis(1_500), "{waited:?}");
 }
+
+#[test]
+fn the_callers_timeout_bounds_the_call() {
+    let mut zone = Zone::start();
+    let fetch = serde_json::json!({"consumerName": "to-idmz", "limit": 10, "maxWaitMs": 10_000})
+        .to_string();
+    let (peer, mes) = (zone.curl(PEER), zone.curl(PRODUCER));
+    let with_timeout = |caller: &common::clients::Curl, ms: &str, path: &str, body: &str| {
+        let started = Instant::now();
+        let reply = caller.request(
+            path,
+            &[
+                "-H",
+                "content-type: application/json",
+                "-H",
+                &format!("connect-timeout-ms: {ms}"),
+            ],
+            Some(body.as_bytes()),
+        );
+        (reply, started.elapsed())
+    };
+
+    // A long poll ends in time to answer before the caller's 1.5 s: an empty page, not an error.
+    let (reply, took) = with_timeout(&peer, "1500", "/bsfg.v1.BoundaryService/FetchFacts", &fetch);
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert!(offsets(&reply).is_empty());
+    assert!(
+        (Duration::from_millis(700)..Duration::from_millis(1_500)).contains(&took),
+        "answered after {took:?}"
+    );
+
+    // JetStream gone: an append cannot finish; the caller gets deadline_exceeded at its 1 s
+    // deadline instead of waiting for the store.
+    zone.nats.process.kill();
+    let (reply, took) = with_timeout(
+        &mes,
+        "1000",
+        "/bsfg.v1.BoundaryService/AppendFact",
+        &append_json("late-1", "plant-a", "1"),
+    );
+    assert_eq!(
+        reply.status,
+        504,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.code(), "deadline_exceeded");
+    assert!(
+        took < Duration::from_millis(3_000),
+        "answered after {took:?}"
+    );
+}
