@@ -713,7 +713,8 @@ fn node_h2_post(zone: &Zone, identity: &str, path: &str, content_type: &str, bod
     })
 }
 
-/// The JetStream view of the four category streams: (stream, messages, last sequence).
+/// The JetStream view of the four category streams and the Object Store bucket's stream:
+/// (stream, messages, last sequence).
 fn stream_states(zone: &Zone) -> Vec<(String, u64, u64)> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -727,6 +728,7 @@ fn stream_states(zone: &Zone) -> Vec<(String, u64, u64)> {
             "facts_audit",
             "facts_documents",
             "facts_telemetry",
+            "OBJ_batch-files",
         ] {
             let state = match js.get_stream(name).await {
                 Ok(mut stream) => {
@@ -811,8 +813,16 @@ fn malformed_requests_are_refused_and_change_nothing() {
     let after = peer.fetch("to-idmz", 100);
     assert_eq!(three_facts(&after), Ok(()));
     assert_eq!(after.json(), before.json(), "the page changed");
-    assert_eq!(stream_states(&zone), streams_before, "a stream changed");
+    assert_eq!(
+        stream_states(&zone),
+        streams_before,
+        "a stream or the Object Store changed"
+    );
     assert_eq!(streams_before[0], ("facts_operational".to_string(), 3, 3));
+    assert!(
+        streams_before[4].1 >= 2,
+        "the Object Store holds the artifact (info and a chunk): {streams_before:?}"
+    );
     assert!(
         zone.node.is_running(),
         "the node died:\n{}",
