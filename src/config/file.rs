@@ -156,6 +156,9 @@ pub struct LimitsSection {
     /// Longest time a call may run when the client sets no Connect-Timeout-Ms.
     #[serde(default = "default_call_timeout")]
     pub call_timeout: String,
+    /// A connection with no call in flight for this long is closed (HTTP/1.1 and HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: String,
 }
 
 impl Default for LimitsSection {
@@ -169,6 +172,7 @@ impl Default for LimitsSection {
             header_timeout: default_header_timeout(),
             body_timeout: default_body_timeout(),
             call_timeout: default_call_timeout(),
+            idle_timeout: default_idle_timeout(),
         }
     }
 }
@@ -302,6 +306,9 @@ fn default_body_timeout() -> String {
 }
 fn default_call_timeout() -> String {
     "60s".into()
+}
+fn default_idle_timeout() -> String {
+    "120s".into()
 }
 fn default_max_age() -> String {
     "3650d".into()

@@ -83,6 +83,7 @@ pub struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub call_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

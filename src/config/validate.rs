@@ -213,6 +213,14 @@ fn validate_limits(p: &mut Problems, file: &ConfigFile) -> Limits {
             "must be at least 1024 and at most limits.max_request_bytes",
         );
     }
+    let idle_timeout = p.duration("limits.idle_timeout", &l.idle_timeout);
+    if idle_timeout < Duration::from_secs(1) && parse_duration(&l.idle_timeout).is_ok() {
+        p.add(
+            "limits.idle_timeout",
+            &l.idle_timeout,
+            "must be at least 1s (idle connections are closed after it)",
+        );
+    }
     Limits {
         max_request_bytes: usize::try_from(l.max_request_bytes).unwrap_or(usize::MAX),
         max_fact_bytes: usize::try_from(l.max_fact_bytes).unwrap_or(usize::MAX),
@@ -222,6 +230,7 @@ fn validate_limits(p: &mut Problems, file: &ConfigFile) -> Limits {
         header_timeout: p.duration("limits.header_timeout", &l.header_timeout),
         body_timeout: p.duration("limits.body_timeout", &l.body_timeout),
         call_timeout: p.duration("limits.call_timeout", &l.call_timeout),
+        idle_timeout,
     }
 }
 

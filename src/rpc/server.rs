@@ -1,7 +1,9 @@
 //! Accepts TLS connections, serves HTTP/1.1 and HTTP/2 on them with hyper, and routes each
 //! request to its Connect method. Slow clients are bounded: the TLS handshake and request headers
 //! must arrive within `limits.header_timeout`, the body within `limits.body_timeout`, and a call
-//! runs at most `limits.call_timeout` (or the client's shorter `Connect-Timeout-Ms`).
+//! runs at most `limits.call_timeout` (or the client's shorter `Connect-Timeout-Ms`), and a
+//! connection with no call in flight for `limits.idle_timeout` is closed — HTTP/2 included, where
+//! a client could otherwise hold a connection open forever after its handshake.
 //!
 //! Shutdown: stop accepting, let calls in flight finish for up to the drain deadline, then close.
 
@@ -25,7 +27,10 @@ use hyper_util::{
 use rustls::ServerConfig;
 use std::{
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -106,6 +111,58 @@ pub async fn serve<S: Store>(
     }
 }
 
+/// Calls in flight on one connection, and since when none is: what the idle timeout watches.
+struct ConnectionActivity {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+}
+
+/// One call in flight; its end (or its future being dropped) makes the connection idle again.
+struct CallInFlight(Arc<ConnectionActivity>);
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        *self.0.lock_idle_since() = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ConnectionActivity {
+    fn new() -> Arc<Self> {
+        Arc::new(ConnectionActivity {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn lock_idle_since(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.idle_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn call(self: &Arc<Self>) -> CallInFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        CallInFlight(self.clone())
+    }
+
+    /// Resolves once no call has been in flight for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let quiet = *self.lock_idle_since();
+            let wait = if self.in_flight.load(Ordering::SeqCst) > 0 {
+                idle
+            } else {
+                match idle.checked_sub(quiet.elapsed()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return,
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 async fn serve_connection<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -141,10 +198,17 @@ async fn serve_connection<S: Store>(
         return;
     };
     let identity = Identity { common_name };
+    let activity = ConnectionActivity::new();
+    let calls = activity.clone();
     let service = hyper::service::service_fn(move |request| {
         let node = node.clone();
         let identity = identity.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(node, identity, request).await) }
+        let call = calls.call();
+        async move {
+            let response = route(node, identity, request).await;
+            drop(call);
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -160,8 +224,15 @@ async fn serve_connection<S: Store>(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    tokio::select! {
+        served = watcher.watch(connection.into_owned()) => {
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = activity.idle_for(limits.idle_timeout) => {
+            tracing::debug!(%peer, idle_s = limits.idle_timeout.as_secs(), "idle connection closed");
+        }
     }
 }
 
