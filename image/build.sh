@@ -374,6 +374,24 @@ make_uki() {
         end=$((end + size))
     done
     objcopy "${args[@]}" "$STUB" "$1"
+    # objcopy (binutils 2.40) stamps the PE header with the build time: set SOURCE_DATE_EPOCH
+    # instead and recompute the PE checksum, so that the same inputs give the same UKI.
+    python3 - "$1" "$SOURCE_DATE_EPOCH" <<'PY'
+import array, struct, sys
+path, stamp = sys.argv[1], int(sys.argv[2])
+image = bytearray(open(path, "rb").read())
+pe = struct.unpack_from("<I", image, 0x3C)[0]
+assert image[pe:pe + 4] == b"PE\0\0", "not a PE image"
+struct.pack_into("<I", image, pe + 8, stamp)  # COFF TimeDateStamp
+checksum_at = pe + 24 + 64  # optional header CheckSum (same place in PE32 and PE32+)
+struct.pack_into("<I", image, checksum_at, 0)
+words = array.array("H", bytes(image[: len(image) & ~1]))
+total = sum(words) + (image[-1] if len(image) % 2 else 0)
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+struct.pack_into("<I", image, checksum_at, total + len(image))
+open(path, "wb").write(image)
+PY
 }
 make_uki "$A/bsfg-a.efi"
 say "bsfg-a+3.efi: $(du -h "$A/bsfg-a.efi" | cut -f1), cmdline: $CMDLINE"
@@ -423,6 +441,20 @@ truncate -s "${DATA_MIB}M" "$A/data.img"
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L data -U "$(uuid_of data-fs)" \
     -E "hash_seed=$(uuid_of data-hash-seed),root_owner=0:0,lazy_itable_init=0,nodiscard" \
     -T default -d "$S" "$A/data.img"
+# mke2fs -d copies each file's change time (ctime: the time of this build's copy, which no tool
+# can set): reset every inode's ctime to SOURCE_DATE_EPOCH so the same inputs give the same data
+# partition.
+{
+    echo "set_inode_field / ctime @$SOURCE_DATE_EPOCH"
+    (cd "$S" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort) |
+        sed "s|^\(.*\)$|set_inode_field \"/\1\" ctime @$SOURCE_DATE_EPOCH|"
+} >"$A/data-ctime.debugfs"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$A/data-ctime.debugfs" "$A/data.img" >/dev/null 2>"$A/data-ctime.log" ||
+    die "debugfs could not reset the data partition's ctimes: $(tail -3 "$A/data-ctime.log")"
+# debugfs goes on after a failed command: anything on stderr but its banner is an error.
+if grep -v '^debugfs [0-9]' "$A/data-ctime.log" | grep -q .; then
+    die "debugfs could not reset the data partition's ctimes: $(grep -v '^debugfs [0-9]' "$A/data-ctime.log" | head -3)"
+fi
 
 # --- GPT disk -------------------------------------------------------------------------------------------------------
 step "GPT disk image (sfdisk + dd, no loop devices)"
