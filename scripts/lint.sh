@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every linter (`make lint`): cargo fmt --check, cargo clippy --all-targets -D warnings,
 # buf lint on proto/, shellcheck on every *.sh under scripts/ tests/ image/ hardening/
-# yocto-layer/ plus .ci/run, a syntax check of the two test clients, oelint-adv on the Yocto
+# yocto-layer/ plus .ci/run and the shell programs in image/ without the ending (initrd /init), a syntax check of the two test clients, oelint-adv on the Yocto
 # layer's recipes and a check that its crate list matches Cargo.lock. Runs them all, prints one
 # line per linter, and exits non-zero if any failed. Expects scripts/setup.sh to have run.
 set -euo pipefail
@@ -31,6 +31,10 @@ shell_scripts() {
         find "${dirs[@]}" -type f -name '*.sh' -not -path '*/node_modules/*' -not -path '*/gen/*'
     fi
     if [ -f .ci/run ]; then echo .ci/run; fi
+    # Shell programs without the .sh ending: the appliance's initrd /init and helpers.
+    if [ -d image ]; then
+        grep -rlE '^#!(/usr)?/bin/(env )?(ba)?sh' image --exclude='*.sh' || true
+    fi
 }
 
 echo "--- lint: cargo fmt --check"
