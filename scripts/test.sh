@@ -2,7 +2,8 @@
 # `make test`: runs scripts/setup.sh, then scripts/lint.sh, then scripts/check-units.sh (the
 # appliance's systemd units, nftables, sysctl and nats-server.conf), then `cargo test
 # --all-targets` (extra arguments go to cargo test) with the BSFG_* variables that tell the tests
-# where the tools are, and ends with a summary: one line per phase and a total "tests: N passed,
+# where the tools are, then the appliance firmware (image/build.sh, image/test.sh: needs root, as
+# the units check does), and ends with a summary: one line per phase and a total "tests: N passed,
 # N failed, N skipped". Lint and check-units failures do not stop the tests; a setup failure stops
 # everything. Exits non-zero if any phase failed.
 set -euo pipefail
@@ -99,6 +100,19 @@ totals=$(awk '/^test result:/ {
 read -r passed failed_tests skipped binaries <<<"$totals"
 totals="$passed $failed_tests $skipped"
 phase "cargo test" "$passed passed, $failed_tests failed, $skipped ignored in $binaries test binaries" "$rc" $((SECONDS - start))
+
+echo "=== appliance firmware: make image, then make image-test (QEMU boots of the image)"
+start=$SECONDS
+rc=0
+{ image/build.sh && image/test.sh; } 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+# "image-test: 22 passed, 0 failed" (a build failure counts as one failed check).
+read -r image_passed image_failed < <(sed -n 's/^image-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1)
+image_passed=${image_passed:-0}
+image_failed=${image_failed:-0}
+if [ "$rc" -ne 0 ] && [ "$image_failed" -eq 0 ]; then image_failed=1; fi
+read -r passed failed_tests skipped <<<"$totals"
+totals="$((passed + image_passed)) $((failed_tests + image_failed)) $skipped"
+phase "image" "image/build.sh + image/test.sh: $image_passed passed, $image_failed failed" "$rc" $((SECONDS - start))
 
 summary
 exit "$failed"
