@@ -181,7 +181,8 @@ else
     fi
     cp -a --no-preserve=ownership "$IMAGE_DIR/rootfs/." "$R/"
     # Users and directories, here: / is read-only at run time.
-    systemd-sysusers --root="$R" >/dev/null
+    systemd-sysusers --root="$R" >"$BUILD/sysusers.log" 2>&1 ||
+        die "systemd-sysusers failed: $(cat "$BUILD/sysusers.log")"
     systemd-tmpfiles --create --root="$R" bsfg.conf >/dev/null
     # Mount points and bind targets (image/initrd/init, etc/fstab).
     install -d -m 0755 "$R/data" "$R/efi" "$R/etc/nftables.d" "$R/etc/systemd/network" \
