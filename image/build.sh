@@ -453,7 +453,7 @@ E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L data -U "$(uuid_of dat
 E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$A/data-ctime.debugfs" "$A/data.img" >/dev/null 2>"$A/data-ctime.log" ||
     die "debugfs could not reset the data partition's ctimes: $(tail -3 "$A/data-ctime.log")"
 # debugfs goes on after a failed command: anything on stderr but its banner is an error.
-if grep -v '^debugfs [0-9]' "$A/data-ctime.log" | grep -q .; then
+if grep -qv '^debugfs [0-9]' "$A/data-ctime.log"; then
     die "debugfs could not reset the data partition's ctimes: $(grep -v '^debugfs [0-9]' "$A/data-ctime.log" | head -3)"
 fi
 

@@ -203,7 +203,7 @@ set_inode_field /provision/bsfg-provision.tar mode 0100600
 set_inode_field /provision/bsfg-provision.tar uid 0
 set_inode_field /provision/bsfg-provision.tar gid 0
 EOF
-    debugfs -R "stat /provision/bsfg-provision.tar" "$dev" 2>/dev/null | grep -q "Size: $(stat -c %s "$bundle")" ||
+    debugfs -R "stat /provision/bsfg-provision.tar" "$dev" 2>/dev/null | grep "Size: $(stat -c %s "$bundle")" >/dev/null ||
         die "could not write $bundle to the data partition of $img"
     say "wrote $(basename "$bundle") to $(basename "$img"): data partition, /provision/bsfg-provision.tar (installed at the next boot)"
 }

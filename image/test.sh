@@ -263,7 +263,9 @@ zone_build() {
     read -r off _size < <(part_offset "$img" data)
     debugfs -R "dump /provision/bsfg-provision.tar $WORK/zone.tar" "$img?offset=$off" >/dev/null 2>&1
     say "$(basename "$img") (mode $(stat -c %a "$img")): root hash $(jq -r .root.root_hash "$zout"/*.manifest.json), data:/provision/bsfg-provision.tar with $(tar -tf "$WORK/zone.tar" | grep -c -v '/$') files"
-    tar -tf "$WORK/zone.tar" | grep -qx 'etc/bsfg/tls/idmz-bsfg.key' && [ "$(stat -c %a "$img")" = 600 ] &&
+    # grep without -q reads all of tar's output: tar writes line by line, and with pipefail an
+    # early exit of grep -q would fail the pipeline on tar's SIGPIPE.
+    tar -tf "$WORK/zone.tar" | grep -x 'etc/bsfg/tls/idmz-bsfg.key' >/dev/null && [ "$(stat -c %a "$img")" = 600 ] &&
         [ "$(jq -r .root.root_hash "$zout"/*.manifest.json)" = "$prod_hash" ]
 }
 check "ZONE_DIR image: same root, provisioning file on the data partition, image mode 0600" zone_build

@@ -14,7 +14,7 @@ check_static() { # BINARY
     echo "FAIL: $1 is not statically linked" >&2
     return 1
   fi
-  if ldd "$1" 2>&1 | grep -q '=>'; then
+  if ldd "$1" 2>&1 | grep '=>' >/dev/null; then
     echo "FAIL: ldd lists dynamic dependencies of $1" >&2
     ldd "$1" >&2 || true
     return 1
@@ -25,7 +25,7 @@ check_static() { # BINARY
 cargo build --release --target x86_64-unknown-linux-musl --bin bsfg
 check_static target/x86_64-unknown-linux-musl/release/bsfg
 
-if rustup target list --installed | grep -qx aarch64-unknown-linux-musl && command -v aarch64-linux-gnu-gcc >/dev/null; then
+if rustup target list --installed | grep -x aarch64-unknown-linux-musl >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then
   CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
     cargo build --release --target aarch64-unknown-linux-musl --bin bsfg
