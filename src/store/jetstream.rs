@@ -7,8 +7,9 @@
 //!   and `Nats-Expected-Last-Subject-Sequence: 0` checked against `facts.<category>.*.<key>`
 //!   (`Nats-Expected-Last-Subject-Sequence-Subject`), so the key is the message id whatever the
 //!   subject kind. JetStream refuses a second message under that key atomically; the node then
-//!   reads the stored one with a direct get and compares its `Bsfg-Content-Hash` header. (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets
-//!   after its window and treats different payloads under one id as plain duplicates.)
+//!   reads the stored one with a direct get and compares its `Bsfg-Content-Hash` header.
+//!   (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets after its window and treats
+//!   different payloads under one id as plain duplicates.)
 //! - Durable pull consumers with `AckPolicy::All` carry each cursor (their ack floor, visible in
 //!   `nats consumer info`); reading a page never touches them (see `consumers.rs`).
 //!
