@@ -7,21 +7,26 @@
 #   appliance -> host  guestfwd 10.0.2.100:9443 -> plant-a's node, 10.0.2.101:9443 -> enterprise's
 # The appliance knows its peers by name (plant-a-bsfg, enterprise-bsfg: the names in their
 # certificates) through a provisioned /etc/hosts.
+# The zones' configuration, start-up and calls are scripts/estate.sh's, shared with
+# scripts/demo.sh; here the IDMZ is the appliance, reached at NODE_PORT[idmz] = the hostfwd port.
 # shellcheck disable=SC2034 # variables are used by the scripts that source this file
 set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=../scripts/estate.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/estate.sh"
 
 PLANT_GUEST_ADDR=10.0.2.100
 ENTERPRISE_GUEST_ADDR=10.0.2.101
 APPLIANCE_GUEST_ADDR=10.0.2.15
-ZONE_PIDS=()
+ESTATE_PIDS=()
 
 # zones_init WORK: PKI, ports and configuration for plant-a, enterprise and the appliance (idmz).
 zones_init() {
-    ZW=$1
-    HOST_BSFG=${HOST_BSFG:-$ROOT/target/x86_64-unknown-linux-musl/release/bsfg}
-    HOST_NATS=${HOST_NATS:-$ROOT/.tools/bin/nats-server}
-    [ -x "$HOST_BSFG" ] || die "no bsfg at $HOST_BSFG"
-    [ -x "$HOST_NATS" ] || die "no nats-server at $HOST_NATS"
+    ESTATE_DIR=$1
+    ESTATE_BSFG=${HOST_BSFG:-$ROOT/target/x86_64-unknown-linux-musl/release/bsfg}
+    ESTATE_NATS=${HOST_NATS:-$ROOT/.tools/bin/nats-server}
+    [ -x "$ESTATE_BSFG" ] || die "no bsfg at $ESTATE_BSFG"
+    [ -x "$ESTATE_NATS" ] || die "no nats-server at $ESTATE_NATS"
     declare -gA NODE_PORT NATS_PORT
     for zone in plant-a enterprise; do
         NODE_PORT[$zone]=$(free_port)
@@ -30,52 +35,17 @@ zones_init() {
     APP_PORT=$(free_port)      # -> appliance :9443 (mTLS)
     APP_NATS_PORT=$(free_port) # -> appliance :4222 (nats-server: must not answer)
     APP_SSH_PORT=$(free_port)  # -> appliance :22 (nothing: must not answer)
-    "$HOST_BSFG" dev-pki --out "$ZW/pki" --zone plant-a --zone idmz --zone enterprise \
+    # The host zones pull from, and the test calls, the appliance through the forwarded port.
+    NODE_PORT[idmz]=$APP_PORT
+    "$ESTATE_BSFG" dev-pki --out "$ESTATE_DIR/pki" --zone plant-a --zone idmz --zone enterprise \
         --client plant-a-mes --client enterprise-erp --client enterprise-historian --client ops >/dev/null
-
-    zone_config plant-a "
-[[consumers]]
-name = \"to-idmz\"
-category = \"operational\"
-[[consumers]]
-name = \"plant-inbox\"
-category = \"documents\"
-[[access]]
-identity = \"plant-a-mes\"
-append = [\"operational\"]
-assert_zones = [\"plant-a\"]
-put_objects = [\"batch-files\"]
-fetch = [\"plant-inbox\"]
-[[access]]
-identity = \"idmz-bsfg\"
-fetch = [\"to-idmz\"]
-get_objects = [\"batch-files\"]
-$(pull_config from-idmz "https://127.0.0.1:$APP_PORT" idmz-bsfg to-plant documents)" >"$ZW/plant-a.toml"
-
-    zone_config enterprise "
-[[consumers]]
-name = \"to-idmz\"
-category = \"documents\"
-[[consumers]]
-name = \"archive\"
-category = \"operational\"
-[[access]]
-identity = \"enterprise-erp\"
-append = [\"documents\"]
-assert_zones = [\"enterprise\"]
-[[access]]
-identity = \"enterprise-historian\"
-fetch = [\"archive\"]
-get_objects = [\"batch-files\"]
-[[access]]
-identity = \"idmz-bsfg\"
-fetch = [\"to-idmz\"]
-$(pull_config from-idmz "https://127.0.0.1:$APP_PORT" idmz-bsfg to-enterprise operational)" >"$ZW/enterprise.toml"
+    plant_config >"$ESTATE_DIR/plant-a.toml"
+    enterprise_config >"$ESTATE_DIR/enterprise.toml"
 
     # The appliance's zone directory (image/provision.sh bundle): the IDMZ node.
-    local zd=$ZW/idmz-zone
+    local zd=$ESTATE_DIR/idmz-zone
     mkdir -p "$zd/network"
-    cp "$ZW/pki/ca.pem" "$ZW/pki/idmz-bsfg.pem" "$ZW/pki/idmz-bsfg.key" "$zd/"
+    cp "$ESTATE_DIR/pki/ca.pem" "$ESTATE_DIR/pki/idmz-bsfg.pem" "$ESTATE_DIR/pki/idmz-bsfg.key" "$zd/"
     cat >"$zd/bsfg.toml" <<EOF
 zone = "idmz"
 [listen]
@@ -126,90 +96,14 @@ EOF
     APP_NETDEV="$APP_NETDEV,guestfwd=tcp:$ENTERPRISE_GUEST_ADDR:9443-cmd:socat - TCP:127.0.0.1:${NODE_PORT[enterprise]}"
 }
 
-# zone_config ZONE EXTRA: a host zone's bsfg.toml (127.0.0.1), then EXTRA.
-zone_config() {
-    cat <<EOF
-zone = "$1"
-[listen]
-address = "127.0.0.1:${NODE_PORT[$1]}"
-[tls]
-certificate = "$ZW/pki/$1-bsfg.pem"
-private_key = "$ZW/pki/$1-bsfg.key"
-client_ca = "$ZW/pki/ca.pem"
-[nats]
-url = "nats://127.0.0.1:${NATS_PORT[$1]}"
-[[buckets]]
-name = "batch-files"
-$2
-[[access]]
-identity = "ops"
-operator = true
-EOF
-}
-
-# pull_config NAME URL PEER_IDENTITY CONSUMER CATEGORY
-pull_config() {
-    cat <<EOF
-[[pulls]]
-name = "$1"
-peer_url = "$2"
-peer_identity = "$3"
-consumer = "$4"
-category = "$5"
-idle_wait = "2s"
-EOF
-}
-
 # zones_start: the host zones' nats-servers and nodes.
-zones_start() {
-    local zone
-    for zone in plant-a enterprise; do
-        mkdir -p "$ZW/$zone"
-        printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "${NATS_PORT[$zone]}" "$ZW/$zone/js" >"$ZW/$zone/nats.conf"
-        "$HOST_NATS" -c "$ZW/$zone/nats.conf" >"$ZW/$zone/nats.log" 2>&1 &
-        ZONE_PIDS+=($!)
-    done
-    for zone in plant-a enterprise; do
-        "$HOST_BSFG" check-config --config "$ZW/$zone.toml" >/dev/null
-        RUST_LOG=info,async_nats=warn "$HOST_BSFG" serve --config "$ZW/$zone.toml" >"$ZW/$zone/node.log" 2>&1 &
-        ZONE_PIDS+=($!)
-    done
-    for zone in plant-a enterprise; do
-        for _ in $(seq 100); do
-            grep -q "bsfg node serving" "$ZW/$zone/node.log" 2>/dev/null && break
-            sleep 0.1
-        done
-        grep -q "bsfg node serving" "$ZW/$zone/node.log" || {
-            cat "$ZW/$zone/node.log" >&2
-            die "$zone did not start"
-        }
-    done
-}
+zones_start() { start_zones plant-a enterprise || die "the host zones did not start"; }
 
 zones_stop() {
     local pid
-    for pid in "${ZONE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${ZONE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    ZONE_PIDS=()
-}
-
-# call ZONE IDENTITY METHOD JSON: one Connect call over mTLS to a host zone, or to the appliance
-# (ZONE idmz, through the hostfwd port).
-call() {
-    local service=bsfg.v1.BoundaryService port
-    [[ $3 == GetObject ]] && service=bsfg.v1.ArtifactService
-    if [ "$1" = idmz ]; then port=$APP_PORT; else port=${NODE_PORT[$1]}; fi
-    curl -sS --max-time 30 --cacert "$ZW/pki/ca.pem" --cert "$ZW/pki/$2.pem" --key "$ZW/pki/$2.key" \
-        -H 'content-type: application/json' -d "$4" "https://127.0.0.1:$port/$service/$3"
-}
-
-# fact MESSAGE_ID FROM TO SUBJECT PREDICATE OBJECT_JSON [MEDIA_TYPE]: an AppendFact request.
-fact() {
-    jq -nc --arg id "$1" --arg from "$2" --arg to "$3" --arg s "$4" --arg p "$5" --arg o "$6" --arg mt "${7:-}" \
-        '{envelope: ({messageId: $id, fromZone: $from, toZone: $to,
-                      producedAtUnixMs: (now * 1000 | floor | tostring)}
-                     + (if $mt == "" then {} else {objectMediaType: $mt} end)),
-          fact: {subject: $s, predicate: $p, objectJson: $o}}'
+    for pid in "${ESTATE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${ESTATE_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    ESTATE_PIDS=()
 }
 
 # fetch_until ZONE IDENTITY CONSUMER COUNT SECONDS: FetchFacts until COUNT facts are there; prints

@@ -10,13 +10,16 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=estate.sh
+. "$ROOT/scripts/estate.sh"
 BSFG=${BSFG_BIN:-$ROOT/target/release/bsfg}
 NATS=${BSFG_NATS_SERVER:-$ROOT/.tools/bin/nats-server}
 WORK=$(mktemp -d /tmp/bsfg-demo.XXXXXX)
-pids=()
+ESTATE_DIR=$WORK ESTATE_BSFG=$BSFG ESTATE_NATS=$NATS
+ESTATE_PIDS=()
 
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${ESTATE_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -40,58 +43,7 @@ step "Development estate PKI: one CA, a certificate per node and per client"
 "$BSFG" dev-pki --out "$WORK/pki" --zone plant-a --zone idmz --zone enterprise \
   --client plant-a-mes --client enterprise-erp --client enterprise-historian --client ops | fold -s -w 100 | sed 's/^/   /'
 
-# zone_config ZONE EXTRA: the common part of a zone's bsfg.toml, then EXTRA.
-zone_config() {
-  cat <<EOF
-zone = "$1"
-[listen]
-address = "127.0.0.1:${NODE_PORT[$1]}"
-[tls]
-certificate = "$WORK/pki/$1-bsfg.pem"
-private_key = "$WORK/pki/$1-bsfg.key"
-client_ca = "$WORK/pki/ca.pem"
-[nats]
-url = "nats://127.0.0.1:${NATS_PORT[$1]}"
-[[buckets]]
-name = "batch-files"
-$2
-[[access]]
-identity = "ops"
-operator = true
-EOF
-}
-
-# pull NAME PEER_ZONE CONSUMER CATEGORY
-pull() {
-  cat <<EOF
-[[pulls]]
-name = "$1"
-peer_url = "https://127.0.0.1:${NODE_PORT[$2]}"
-peer_identity = "$2-bsfg"
-consumer = "$3"
-category = "$4"
-idle_wait = "2s"
-EOF
-}
-
-zone_config plant-a "
-[[consumers]]
-name = \"to-idmz\"
-category = \"operational\"
-[[consumers]]
-name = \"plant-inbox\"
-category = \"documents\"
-[[access]]
-identity = \"plant-a-mes\"
-append = [\"operational\"]
-assert_zones = [\"plant-a\"]
-put_objects = [\"batch-files\"]
-fetch = [\"plant-inbox\"]
-[[access]]
-identity = \"idmz-bsfg\"
-fetch = [\"to-idmz\"]
-get_objects = [\"batch-files\"]
-$(pull from-idmz idmz to-plant documents)" >"$WORK/plant-a.toml"
+plant_config >"$WORK/plant-a.toml"
 
 zone_config idmz "
 [[consumers]]
@@ -110,62 +62,13 @@ fetch = [\"to-plant\"]
 $(pull from-plant plant-a to-idmz operational)
 $(pull from-enterprise enterprise to-idmz documents)" >"$WORK/idmz.toml"
 
-zone_config enterprise "
-[[consumers]]
-name = \"to-idmz\"
-category = \"documents\"
-[[consumers]]
-name = \"archive\"
-category = \"operational\"
-[[access]]
-identity = \"enterprise-erp\"
-append = [\"documents\"]
-assert_zones = [\"enterprise\"]
-[[access]]
-identity = \"enterprise-historian\"
-fetch = [\"archive\"]
-get_objects = [\"batch-files\"]
-[[access]]
-identity = \"idmz-bsfg\"
-fetch = [\"to-idmz\"]
-$(pull from-idmz idmz to-enterprise operational)" >"$WORK/enterprise.toml"
+enterprise_config >"$WORK/enterprise.toml"
 
 step "Three zones, each a nats-server (JetStream, loopback) and a bsfg node (mTLS)"
+start_zones plant-a idmz enterprise
 for zone in plant-a idmz enterprise; do
-  mkdir -p "$WORK/$zone"
-  printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "${NATS_PORT[$zone]}" "$WORK/$zone/js" >"$WORK/$zone/nats.conf"
-  "$NATS" -c "$WORK/$zone/nats.conf" >"$WORK/$zone/nats.log" 2>&1 &
-  pids+=($!)
-done
-for zone in plant-a idmz enterprise; do
-  "$BSFG" check-config --config "$WORK/$zone.toml" | sed 's/^/   /'
-  RUST_LOG=info,async_nats=warn "$BSFG" serve --config "$WORK/$zone.toml" >"$WORK/$zone/node.log" 2>&1 &
-  pids+=($!)
-done
-for zone in plant-a idmz enterprise; do
-  for _ in $(seq 100); do
-    grep -q "bsfg node serving" "$WORK/$zone/node.log" 2>/dev/null && break
-    sleep 0.1
-  done
-  grep -q "bsfg node serving" "$WORK/$zone/node.log" || { echo "$zone did not start:" >&2; cat "$WORK/$zone/node.log" >&2; exit 1; }
   say "$zone-bsfg serving on 127.0.0.1:${NODE_PORT[$zone]}"
 done
-
-# call ZONE IDENTITY METHOD JSON: one Connect call over HTTP/2 + mTLS.
-call() {
-  local service=bsfg.v1.BoundaryService
-  [[ $3 == GetObject ]] && service=bsfg.v1.ArtifactService
-  curl -sS --cacert "$WORK/pki/ca.pem" --cert "$WORK/pki/$2.pem" --key "$WORK/pki/$2.key" \
-    -H 'content-type: application/json' -d "$4" "https://127.0.0.1:${NODE_PORT[$1]}/$service/$3"
-}
-
-fact() { # message_id from_zone to_zone subject predicate object_json [media_type]
-  jq -nc --arg id "$1" --arg from "$2" --arg to "$3" --arg s "$4" --arg p "$5" --arg o "$6" --arg mt "${7:-}" \
-    '{envelope: ({messageId: $id, fromZone: $from, toZone: $to,
-                  producedAtUnixMs: (now * 1000 | floor | tostring)}
-                 + (if $mt == "" then {} else {objectMediaType: $mt} end)),
-      fact: {subject: $s, predicate: $p, objectJson: $o}}'
-}
 
 step "plant-a: the MES stores a batch report and appends five facts (operational)"
 report=$(printf 'Batch B-1042 release report\nyield: 98.2%%\n' | base64 -w0)
