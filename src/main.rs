@@ -37,6 +37,21 @@ fn main() -> ExitCode {
         ),
         Command::CheckConfig { config } => check_config(&config),
         Command::Status { config } => cli::status::print_status(&config),
+        Command::SkipGap {
+            config,
+            consumer,
+            operator,
+            reason,
+            dry_run,
+        } => cli::skip_gap::skip_gap(
+            &config,
+            &cli::skip_gap::SkipGapRequest {
+                consumer: &consumer,
+                operator: &operator,
+                reason: &reason,
+                dry_run,
+            },
+        ),
         Command::DevPki {
             out,
             zones,

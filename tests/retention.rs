@@ -1,11 +1,14 @@
 //! Backpressure and retention (SPEC §3, §4): a safety-critical category refuses new facts from
 //! 80 % fill and never evicts; facts evicted before they were confirmed are reported as
-//! `data_loss` naming the offsets, never skipped.
+//! `data_loss` naming the offsets, never skipped — until an operator's `bsfg skip-gap` records an
+//! audit fact and moves the cursor past them.
 
 mod common;
 
-use common::{PRODUCER, Zone, ZoneOptions};
-use std::time::Duration;
+use bsfg::proto::StoredFact;
+use common::{PRODUCER, Zone, ZoneOptions, clients::offsets, js::stream_messages};
+use prost::Message;
+use std::{process::Command, time::Duration};
 
 fn fact(id: &str, category: &str, padding: usize) -> String {
     serde_json::json!({
@@ -71,8 +74,9 @@ fn stream_bounds(zone: &Zone, stream: &str) -> (u64, u64, u64) {
     })
 }
 
-#[test]
-fn facts_evicted_before_confirmation_are_data_loss_not_skipped() {
+/// A zone whose telemetry facts are evicted after one second, with a consumer `telemetry-out`
+/// for the identity `historian`.
+fn evicting_zone() -> Zone {
     let zone = Zone::start_with(ZoneOptions {
         extra_toml: r#"
 [categories.telemetry]
@@ -88,16 +92,27 @@ fetch = ["telemetry-out"]
         ..Default::default()
     });
     zone.issue_client("historian");
+    zone
+}
+
+/// Appends telemetry facts `t-<i>` and waits until retention evicted them.
+fn append_and_let_evict(zone: &Zone, ids: std::ops::RangeInclusive<u32>) {
     let mes = zone.curl(PRODUCER);
-    for i in 1..=3 {
+    for i in ids {
         assert_eq!(
             mes.append(&fact(&format!("t-{i}"), "CATEGORY_TELEMETRY", 10))
                 .status,
             200
         );
     }
-    let historian = zone.curl("historian");
     std::thread::sleep(Duration::from_millis(3000));
+}
+
+#[test]
+fn facts_evicted_before_confirmation_are_data_loss_not_skipped() {
+    let zone = evicting_zone();
+    append_and_let_evict(&zone, 1..=3);
+    let historian = zone.curl("historian");
     let reply = historian.fetch("telemetry-out", 10);
     assert_eq!(reply.code(), "data_loss", "{:?}", reply.json());
     assert_eq!(reply.status, 500);
@@ -106,4 +121,138 @@ fetch = ["telemetry-out"]
         message.contains("1..=3"),
         "the message names the missing offsets: {message}"
     );
+}
+
+/// `bsfg <args> --config <zone's config>`: (exit code, stdout, stderr).
+fn bsfg(zone: &Zone, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_bsfg"))
+        .args(args)
+        .arg("--config")
+        .arg(&zone.config_path)
+        .output()
+        .expect("run bsfg");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The facts of the zone's audit category, decoded.
+fn audit_facts(zone: &Zone) -> Vec<StoredFact> {
+    stream_messages(&zone.nats.url(), "facts_audit")
+        .into_iter()
+        .map(|(_, _, payload)| StoredFact::decode(payload.as_slice()).expect("a stored fact"))
+        .collect()
+}
+
+#[test]
+fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
+    let zone = evicting_zone();
+    append_and_let_evict(&zone, 1..=3);
+    let historian = zone.curl("historian");
+    assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");
+
+    // The operator sees the gap first: in bsfg status (exit 1), and in a dry run that changes
+    // nothing.
+    let (code, out, _) = bsfg(&zone, &["status"]);
+    assert_eq!(code, 1, "a gap makes the zone unhealthy: {out}");
+    assert!(out.contains("DATA LOSS: offsets 1..=3 (3 facts)"), "{out}");
+    let skip = [
+        "skip-gap",
+        "--consumer",
+        "telemetry-out",
+        "--operator",
+        "alice",
+        "--reason",
+        "telemetry retention shortened during the outage, CHG-1042",
+    ];
+    let (code, out, err) = bsfg(&zone, &[&skip[..], &["--dry-run"]].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("offsets 1..=3 (3 facts)"), "{out}");
+    assert!(out.contains("dry run"), "{out}");
+    assert!(audit_facts(&zone).is_empty(), "a dry run records nothing");
+    assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");
+
+    // Refused without an operator or a reason, or for a consumer that does not exist.
+    let (code, _, err) = bsfg(
+        &zone,
+        &[
+            "skip-gap",
+            "--consumer",
+            "telemetry-out",
+            "--operator",
+            "alice",
+            "--reason",
+            " ",
+        ],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--reason is required"), "{err}");
+    let (code, _, err) = bsfg(
+        &zone,
+        &[
+            "skip-gap",
+            "--consumer",
+            "nope",
+            "--operator",
+            "alice",
+            "--reason",
+            "r",
+        ],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(
+        err.contains("no consumer named \"nope\"") && err.contains("telemetry-out"),
+        "{err}"
+    );
+    assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");
+
+    // The skip itself, while the node serves: an audit fact first, then the cursor.
+    let (code, out, err) = bsfg(&zone, &skip);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("recorded audit fact bsfg.skip-gap/"), "{out}");
+    assert!(out.contains("moved from 0 to 3"), "{out}");
+    let audit = audit_facts(&zone);
+    assert_eq!(audit.len(), 1);
+    let envelope = audit[0].envelope.clone().unwrap_or_default();
+    let recorded = audit[0].fact.clone().unwrap_or_default();
+    assert_eq!(envelope.from_zone, zone.options.zone);
+    assert_eq!(recorded.predicate, "gap_skipped");
+    assert_eq!(
+        recorded.subject,
+        format!("consumer:{}/telemetry-out", zone.options.zone)
+    );
+    let object: serde_json::Value = serde_json::from_str(&recorded.object_json).expect("json");
+    assert_eq!(object["from_offset"], 1);
+    assert_eq!(object["to_offset"], 3);
+    assert_eq!(object["missing_facts"], 3);
+    assert_eq!(object["operator"], "alice");
+    assert_eq!(
+        object["reason"],
+        "telemetry retention shortened during the outage, CHG-1042"
+    );
+
+    // The running node now serves from after the gap: an empty page, then a new fact, which is
+    // confirmed as usual.
+    let reply = historian.fetch("telemetry-out", 10);
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(offsets(&reply), Vec::<u64>::new());
+    let mes = zone.curl(PRODUCER);
+    assert_eq!(
+        mes.append(&fact("t-4", "CATEGORY_TELEMETRY", 10)).status,
+        200
+    );
+    let reply = historian.fetch("telemetry-out", 10);
+    assert_eq!(offsets(&reply), vec![4], "{:?}", reply.json());
+    assert_eq!(historian.confirm("telemetry-out", 4).status, 200);
+
+    // Nothing left to skip: a second run changes nothing and records nothing.
+    let (code, out, err) = bsfg(&zone, &skip);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no gap"), "{out}");
+    assert_eq!(audit_facts(&zone).len(), 1);
+    let (code, out, _) = bsfg(&zone, &["status"]);
+    assert!(!out.contains("DATA LOSS"), "{out}");
+    assert_eq!(code, 0, "{out}");
 }

@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check-config`, `dev-pki`.
+//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`.
 
 pub mod dev_pki;
+pub mod skip_gap;
 pub mod status;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +46,25 @@ pub enum Command {
     Status {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+    },
+    /// Move a consumer's cursor past facts that retention evicted before anyone confirmed them
+    /// (FetchFacts answers data_loss until then). Records an audit fact (who, why, which
+    /// offsets) in the zone's audit category first; works while the node runs.
+    SkipGap {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The durable consumer whose cursor is behind the gap.
+        #[arg(long, value_name = "NAME")]
+        consumer: String,
+        /// Who decided (a name or badge; recorded in the audit fact).
+        #[arg(long, value_name = "NAME")]
+        operator: String,
+        /// Why the loss is accepted, e.g. a change ticket (recorded in the audit fact).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Show the gap; record nothing, move nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Write a development CA and certificates for a node and its clients (not for production).
     DevPki {

@@ -60,12 +60,22 @@ pub fn print_status(path: &Path) -> ExitCode {
                 ""
             }
         );
+        if let Some(gap) = c.gap {
+            println!(
+                "  {:<24} DATA LOSS: offsets {}..={} ({} facts) were evicted before anyone confirmed them; \
+                 FetchFacts answers data_loss until an operator runs bsfg skip-gap",
+                "",
+                gap.from,
+                gap.to,
+                gap.missing()
+            );
+        }
     }
     println!("\npulls (this node pulls from these):");
     if report.pulls.is_empty() {
         println!("  none configured");
     }
-    let mut unhealthy = false;
+    let mut unhealthy = report.consumers.iter().any(|c| c.gap.is_some());
     for (name, status) in &report.pulls {
         match status {
             None => println!("  {name:<24} no status recorded yet (is the node running?)"),

@@ -11,14 +11,15 @@
 //! - Confirming pulls the consumer's next deliveries up to the offset and acks that one message,
 //!   which acks everything before it; any delivery past the offset is handed back (NAK).
 //! - Facts after the cursor that retention already evicted are reported as a gap (`data_loss`),
-//!   never skipped.
+//!   never skipped; only an operator's `bsfg skip-gap` moves the cursor past one (`gap.rs`).
 //!
 //! Limits: if the node dies between pulling and acking in a confirm, those deliveries stay in
 //! flight for the consumer's ack wait (5 s); a confirm meanwhile answers `InFlight` (retry).
 
 use super::{
     Page, StoreError,
-    jetstream::{JetStreamStore, unavailable},
+    gap::{confirmed_key, gap_in},
+    jetstream::{JetStreamStore, read_mark, unavailable},
 };
 use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
 use async_nats::jetstream::{self, AckKind};
@@ -95,7 +96,7 @@ impl JetStreamStore {
     }
 
     /// JetStream's ack floor of the consumer.
-    async fn ack_floor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
+    pub(super) async fn ack_floor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
         let mut consumer = self.consumer(spec)?.consumer.clone();
         let info = consumer
             .info()
@@ -104,7 +105,7 @@ impl JetStreamStore {
         Ok(info.ack_floor.stream_sequence)
     }
 
-    async fn write_mark(&self, key: String, value: u64) -> Result<(), StoreError> {
+    pub(super) async fn write_mark(&self, key: String, value: u64) -> Result<(), StoreError> {
         self.marks
             .put(&key, value.to_string().into())
             .await
@@ -122,8 +123,15 @@ impl JetStreamStore {
         let mut marks = handle.marks.lock().await;
         // Subscribe before reading the stream so an append in between still wakes us.
         let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
-        let cursor = self.ack_floor(spec).await?.max(marks.confirmed);
+        let mut cursor = self.ack_floor(spec).await?.max(marks.confirmed);
         let mut state = self.stream_state(spec.category).await?;
+        if gap_in(cursor, &state).is_some() {
+            // An operator may have moved the cursor past this gap (`bsfg skip-gap`, another
+            // process) since this node last read the mark.
+            let recorded = read_mark(&self.marks, &confirmed_key(&spec.name)).await?;
+            marks.confirmed = marks.confirmed.max(recorded);
+            cursor = cursor.max(recorded);
+        }
         let deadline = Instant::now() + max_wait;
         while state.last_sequence <= cursor && Instant::now() < deadline {
             let wait = deadline
@@ -136,11 +144,11 @@ impl JetStreamStore {
             }
             state = self.stream_state(spec.category).await?;
         }
-        if state.last_sequence > cursor && state.first_sequence > cursor + 1 {
+        if let Some(gap) = gap_in(cursor, &state) {
             return Err(StoreError::Gap {
                 consumer: spec.name.clone(),
-                from: cursor + 1,
-                to: state.first_sequence - 1,
+                from: gap.from,
+                to: gap.to,
             });
         }
         let end = state.last_sequence.min(cursor + u64::from(limit));
@@ -203,8 +211,7 @@ impl JetStreamStore {
         }
         let confirmed = floor >= offset;
         if confirmed {
-            self.write_mark(format!("{}.confirmed", spec.name), offset)
-                .await?;
+            self.write_mark(confirmed_key(&spec.name), offset).await?;
             marks.confirmed = offset;
             Ok(offset)
         } else {

@@ -22,7 +22,7 @@ pub enum StoreError {
         fetched: u64,
     },
     #[error(
-        "facts {from}..={to} after the cursor of consumer {consumer:?} were evicted before they were confirmed"
+        "facts {from}..={to} after the cursor of consumer {consumer:?} were evicted before they were confirmed; an operator may move the cursor past them with `bsfg skip-gap`, which records an audit fact"
     )]
     Gap {
         consumer: String,

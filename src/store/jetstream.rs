@@ -86,26 +86,7 @@ impl JetStreamStore {
     /// Connects to the zone's nats-server and creates or updates every stream, bucket and durable
     /// consumer the config declares.
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("bsfg-{}", config.zone))
-            .request_timeout(Some(config.nats.request_timeout))
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(path) = &config.nats.credentials_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| unavailable(&format!("reading {}", path.display()), e))?;
-            let (user, password) = text.trim().split_once(':').ok_or_else(|| {
-                StoreError::Unavailable(format!(
-                    "{}: expected user:password on one line",
-                    path.display()
-                ))
-            })?;
-            options = options.user_and_password(user.into(), password.into());
-        }
-        let client = options
-            .connect(config.nats.url.as_str())
-            .await
-            .map_err(|e| unavailable(&format!("connecting to {}", config.nats.url), e))?;
-        let js = jetstream::new(client);
+        let js = connect(config, &format!("bsfg-{}", config.zone)).await?;
         let mut streams = BTreeMap::new();
         for (category, policy) in &config.categories {
             let stream = ensure_stream(&js, *category, policy).await?;
@@ -124,7 +105,7 @@ impl JetStreamStore {
             let consumer = ensure_consumer(stream, spec).await?;
             let state = ConsumerMarks {
                 fetched: read_mark(&marks, &format!("{}.fetched", spec.name)).await?,
-                confirmed: read_mark(&marks, &format!("{}.confirmed", spec.name)).await?,
+                confirmed: read_mark(&marks, &super::gap::confirmed_key(&spec.name)).await?,
             };
             consumers.insert(
                 spec.name.clone(),
@@ -207,6 +188,31 @@ impl JetStreamStore {
             })
         }
     }
+}
+
+/// A JetStream context on the zone's nats-server, with the configured credentials; `name` is how
+/// the connection shows in the server's `connz`.
+pub(super) async fn connect(config: &Config, name: &str) -> Result<jetstream::Context, StoreError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .request_timeout(Some(config.nats.request_timeout))
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(path) = &config.nats.credentials_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| unavailable(&format!("reading {}", path.display()), e))?;
+        let (user, password) = text.trim().split_once(':').ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "{}: expected user:password on one line",
+                path.display()
+            ))
+        })?;
+        options = options.user_and_password(user.into(), password.into());
+    }
+    let client = options
+        .connect(config.nats.url.as_str())
+        .await
+        .map_err(|e| unavailable(&format!("connecting to {}", config.nats.url), e))?;
+    Ok(jetstream::new(client))
 }
 
 async fn ensure_stream(

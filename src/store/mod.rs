@@ -8,6 +8,7 @@
 
 mod consumers;
 mod error;
+pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;

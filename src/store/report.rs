@@ -4,7 +4,8 @@
 
 use super::{
     StoreError,
-    jetstream::{MARKS_BUCKET, STATUS_BUCKET, read_mark, unavailable},
+    gap::{Gap, confirmed_key, gap_after},
+    jetstream::{MARKS_BUCKET, STATUS_BUCKET, connect, read_mark, unavailable},
 };
 use crate::{config::Config, replicate::status::PullStatus};
 use async_nats::jetstream;
@@ -16,6 +17,9 @@ pub struct ConsumerReport {
     pub cursor: u64,
     pub high_watermark: u64,
     pub backlog: u64,
+    /// Facts after the cursor evicted before anyone confirmed them (FetchFacts answers
+    /// `data_loss` until an operator runs `bsfg skip-gap`).
+    pub gap: Option<Gap>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,13 +30,7 @@ pub struct StatusReport {
 }
 
 pub async fn read_report(config: &Config) -> Result<StatusReport, StoreError> {
-    let client = async_nats::ConnectOptions::new()
-        .name("bsfg-status")
-        .connection_timeout(std::time::Duration::from_secs(5))
-        .connect(config.nats.url.as_str())
-        .await
-        .map_err(|e| unavailable(&format!("connecting to {}", config.nats.url), e))?;
-    let js = jetstream::new(client);
+    let js = connect(config, "bsfg-status").await?;
     let marks = js.get_key_value(MARKS_BUCKET).await.ok();
     let mut consumers = Vec::new();
     for spec in config.consumers.values() {
@@ -40,12 +38,13 @@ pub async fn read_report(config: &Config) -> Result<StatusReport, StoreError> {
             .get_stream(spec.category.stream_name())
             .await
             .map_err(|e| unavailable(&format!("stream {}", spec.category.stream_name()), e))?;
-        let high_watermark = stream
+        let state = stream
             .info()
             .await
             .map_err(|e| unavailable("stream info", e))?
             .state
-            .last_sequence;
+            .clone();
+        let high_watermark = state.last_sequence;
         let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_consumer(&spec.name)
             .await
@@ -57,7 +56,7 @@ pub async fn read_report(config: &Config) -> Result<StatusReport, StoreError> {
             .ack_floor
             .stream_sequence;
         let confirmed = match &marks {
-            Some(kv) => read_mark(kv, &format!("{}.confirmed", spec.name)).await?,
+            Some(kv) => read_mark(kv, &confirmed_key(&spec.name)).await?,
             None => 0,
         };
         let cursor = floor.max(confirmed);
@@ -67,6 +66,7 @@ pub async fn read_report(config: &Config) -> Result<StatusReport, StoreError> {
             cursor,
             high_watermark,
             backlog: high_watermark.saturating_sub(cursor),
+            gap: gap_after(cursor, state.first_sequence, state.last_sequence),
         });
     }
     let statuses = js.get_key_value(STATUS_BUCKET).await.ok();
