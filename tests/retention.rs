@@ -146,6 +146,24 @@ fn audit_facts(zone: &Zone) -> Vec<StoredFact> {
         .collect()
 }
 
+/// `bsfg skip-gap` on `consumer` by operator alice for `reason`, with `extra` arguments.
+fn skip_gap(zone: &Zone, consumer: &str, reason: &str, extra: &[&str]) -> (i32, String, String) {
+    let args = [
+        &[
+            "skip-gap",
+            "--consumer",
+            consumer,
+            "--operator",
+            "alice",
+            "--reason",
+            reason,
+        ][..],
+        extra,
+    ]
+    .concat();
+    bsfg(zone, &args)
+}
+
 #[test]
 fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     let zone = evicting_zone();
@@ -158,49 +176,19 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     let (code, out, _) = bsfg(&zone, &["status"]);
     assert_eq!(code, 1, "a gap makes the zone unhealthy: {out}");
     assert!(out.contains("DATA LOSS: offsets 1..=3 (3 facts)"), "{out}");
-    let skip = [
-        "skip-gap",
-        "--consumer",
-        "telemetry-out",
-        "--operator",
-        "alice",
-        "--reason",
-        "telemetry retention shortened during the outage, CHG-1042",
-    ];
-    let (code, out, err) = bsfg(&zone, &[&skip[..], &["--dry-run"]].concat());
+    let reason = "telemetry retention shortened during the outage, CHG-1042";
+    let (code, out, err) = skip_gap(&zone, "telemetry-out", reason, &["--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("offsets 1..=3 (3 facts)"), "{out}");
     assert!(out.contains("dry run"), "{out}");
     assert!(audit_facts(&zone).is_empty(), "a dry run records nothing");
     assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");
 
-    // Refused without an operator or a reason, or for a consumer that does not exist.
-    let (code, _, err) = bsfg(
-        &zone,
-        &[
-            "skip-gap",
-            "--consumer",
-            "telemetry-out",
-            "--operator",
-            "alice",
-            "--reason",
-            " ",
-        ],
-    );
+    // Refused with a blank reason, or for a consumer that is not declared.
+    let (code, _, err) = skip_gap(&zone, "telemetry-out", " ", &[]);
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("--reason is required"), "{err}");
-    let (code, _, err) = bsfg(
-        &zone,
-        &[
-            "skip-gap",
-            "--consumer",
-            "nope",
-            "--operator",
-            "alice",
-            "--reason",
-            "r",
-        ],
-    );
+    let (code, _, err) = skip_gap(&zone, "nope", reason, &[]);
     assert_eq!(code, 64, "{err}");
     assert!(
         err.contains("no consumer named \"nope\"") && err.contains("telemetry-out"),
@@ -209,7 +197,7 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");
 
     // The skip itself, while the node serves: an audit fact first, then the cursor.
-    let (code, out, err) = bsfg(&zone, &skip);
+    let (code, out, err) = skip_gap(&zone, "telemetry-out", reason, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("recorded audit fact bsfg.skip-gap/"), "{out}");
     assert!(out.contains("moved from 0 to 3"), "{out}");
@@ -228,10 +216,7 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     assert_eq!(object["to_offset"], 3);
     assert_eq!(object["missing_facts"], 3);
     assert_eq!(object["operator"], "alice");
-    assert_eq!(
-        object["reason"],
-        "telemetry retention shortened during the outage, CHG-1042"
-    );
+    assert_eq!(object["reason"], reason);
 
     // The running node now serves from after the gap: an empty page, then a new fact, which is
     // confirmed as usual.
@@ -248,7 +233,7 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     assert_eq!(historian.confirm("telemetry-out", 4).status, 200);
 
     // Nothing left to skip: a second run changes nothing and records nothing.
-    let (code, out, err) = bsfg(&zone, &skip);
+    let (code, out, err) = skip_gap(&zone, "telemetry-out", reason, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("no gap"), "{out}");
     assert_eq!(audit_facts(&zone).len(), 1);
