@@ -2,10 +2,11 @@
 # `make test`: runs scripts/setup.sh, then scripts/lint.sh, then scripts/check-units.sh (the
 # appliance's systemd units, nftables, sysctl and nats-server.conf), then `cargo test
 # --all-targets` (extra arguments go to cargo test) with the BSFG_* variables that tell the tests
-# where the tools are, then the appliance firmware (image/build.sh, image/test.sh: needs root, as
-# the units check does), and ends with a summary: one line per phase and a total "tests: N passed,
-# N failed, N skipped". Lint and check-units failures do not stop the tests; a setup failure stops
-# everything. Exits non-zero if any phase failed.
+# where the tools are, then scripts/aarch64.sh (the ARM build under qemu-user), then the appliance
+# firmware (image/build.sh, image/test.sh: needs root, as the units check does), and ends with a
+# summary: one line per phase and a total "tests: N passed, N failed, N skipped". Lint and
+# check-units failures do not stop the tests; a setup failure stops everything. Exits non-zero if
+# any phase failed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -88,18 +89,31 @@ rc=0
     BSFG_BIN="$PWD/target/x86_64-unknown-linux-musl/static-selftest/bsfg" \
       cargo test --features sandbox-selftest --test sandbox "$@" 2>&1
 } | tee "$log" || rc=${PIPESTATUS[0]}
-# Sum the "test result: ok. 3 passed; 0 failed; 1 ignored; ..." lines of every test binary.
-totals=$(awk '/^test result:/ {
+# count_tests LOG: "passed failed ignored binaries", summed over the "test result: ok. 3 passed;
+# 0 failed; 1 ignored; ..." lines of every test binary in LOG.
+count_tests() {
+    awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i) ~ /^passed/) p += $(i - 1)
             if ($(i) ~ /^failed/) f += $(i - 1)
             if ($(i) ~ /^ignored/) s += $(i - 1)
         }
         n++
-    } END { printf "%d %d %d %d", p, f, s, n }' "$log")
-read -r passed failed_tests skipped binaries <<<"$totals"
+    } END { printf "%d %d %d %d", p, f, s, n }' "$1"
+}
+read -r passed failed_tests skipped binaries < <(count_tests "$log")
 totals="$passed $failed_tests $skipped"
 phase "cargo test" "$passed passed, $failed_tests failed, $skipped ignored in $binaries test binaries" "$rc" $((SECONDS - start))
+
+echo "=== aarch64: the cross-built static binary under qemu-user against the real nats-server"
+start=$SECONDS
+rc=0
+scripts/aarch64.sh 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+read -r a_passed a_failed a_skipped binaries < <(count_tests "$log")
+if [ "$rc" -ne 0 ] && [ "$a_failed" -eq 0 ]; then a_failed=1; fi
+read -r passed failed_tests skipped <<<"$totals"
+totals="$((passed + a_passed)) $((failed_tests + a_failed)) $((skipped + a_skipped))"
+phase aarch64 "scripts/aarch64.sh (refuses to serve without seccomp; $a_passed passed, $a_failed failed under qemu-user)" "$rc" $((SECONDS - start))
 
 echo "=== appliance firmware: make image, then make image-test (QEMU boots of the image)"
 start=$SECONDS
