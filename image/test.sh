@@ -11,7 +11,9 @@
 #      all over mTLS through the forwarded ports;
 #   4. only the mTLS port answers from outside (nats-server and port 22 do not);
 #   5. a clean shutdown leaves a clean data file system;
-#   6. one flipped byte in root-a stops the boot with a dm-verity error (kernel panic);
+#   6. a power cut (kill -9 of QEMU) while facts cross loses nothing the appliance confirmed:
+#      after the next boot every fact reaches enterprise exactly once;
+#   7. one flipped byte in root-a stops the boot with a dm-verity error (kernel panic);
 # and prints the boot time to READY and the image and root sizes, and writes them to the
 # manifests. It tests the DEBUG=1 variant (serial console with a debug shell, needed to look
 # inside) and checks that its root hash is the production image's: the root file system is the
@@ -83,7 +85,7 @@ zones_start
 say "plant-a node 127.0.0.1:${NODE_PORT[plant-a]}, enterprise node 127.0.0.1:${NODE_PORT[enterprise]}"
 say "appliance: 127.0.0.1:$APP_PORT -> :9443, guestfwd $PLANT_GUEST_ADDR:9443 -> plant-a, $ENTERPRISE_GUEST_ADDR:9443 -> enterprise"
 
-mkdir -p "$WORK/vm1" "$WORK/vm2" "$WORK/vm3"
+mkdir -p "$WORK/vm1" "$WORK/vm2" "$WORK/vm3" "$WORK/vm-cut" "$WORK/vm4"
 DISK=$WORK/disk.img
 cp --sparse=always "$DBG" "$DISK"
 # A gateway disk is larger than the image: the first boot grows the data partition (JetStream
@@ -231,8 +233,95 @@ clean_data() {
 }
 check "data file system clean after the shutdown" clean_data
 
-# --- 6. tampering ---------------------------------------------------------------------------------------------------
-step "boot 3: one flipped byte in root-a"
+# --- 6. power cut -------------------------------------------------------------------------------------------------
+# kill -9 of QEMU while facts cross: the guest loses everything in its RAM (page cache, unsynced
+# writes), as in a power cut; what it had written to its disk stays (the disk's own write cache
+# is not modelled). The appliance confirms a page to plant-a only once the facts are durable in its
+# JetStream (sync_interval: always), so after the next boot every fact plant-a sent must reach
+# enterprise exactly once: one confirmed but lost would never be sent again.
+step "boot 3: power cut (kill -9 of QEMU) while facts cross plant-a -> appliance, then boot 4"
+CUT_FACTS=${CUT_FACTS:-300}
+# status_cursor ZONE CONSUMER: the consumer's cursor, as bsfg status prints it.
+status_cursor() {
+    { "$ESTATE_BSFG" status --config "$ESTATE_DIR/$1.toml" 2>/dev/null || true; } | awk -v c="$2" '$1 == c { print $5 }'
+}
+# append_burst COUNT: the MES appends facts cut-1 .. cut-COUNT; prints how many were stored.
+append_burst() {
+    local i n=0
+    for ((i = 1; i <= $1; i++)); do
+        if call plant-a plant-a-mes AppendFact "$(fact "cut-$i" plant-a enterprise batch:B-2000 step_completed "{\"step\":$i}")" |
+            grep '"offset"' >/dev/null; then
+            n=$((n + 1))
+        fi
+    done
+    echo "$n"
+}
+# archive_ids: every message id in enterprise's archive, read page by page (FetchFacts, then
+# ConfirmReceipt of the page's last offset), one per line.
+archive_ids() {
+    local page last
+    while :; do
+        page=$(call enterprise enterprise-historian FetchFacts '{"consumerName":"archive","limit":200}') || return 1
+        last=$(jq -r '.facts // [] | last | .offset // empty' <<<"$page")
+        [ -n "$last" ] || return 0
+        jq -r '.facts[].envelope.messageId' <<<"$page"
+        call enterprise enterprise-historian ConfirmReceipt "{\"consumerName\":\"archive\",\"offset\":\"$last\"}" >/dev/null || return 1
+    done
+}
+base=$(status_cursor plant-a to-idmz)
+VM=$WORK/vm-cut
+qemu_start "$VM" "$DISK" "$APP_NETDEV"
+"$SERIAL" "$VM/serial.log" wait 'Started .*bsfg\.service' 300 >/dev/null || die "boot 3: bsfg.service did not become READY"
+append_burst "$CUT_FACTS" >"$WORK/burst.out" &
+burst_pid=$!
+cut_at=
+for _ in $(seq 600); do
+    c=$(status_cursor plant-a to-idmz)
+    if [ "${c:-0}" -ge $((base + 30)) ]; then cut_at=$c; break; fi
+    sleep 0.2
+done
+kill -9 "$QEMU_PID" 2>/dev/null || true
+wait "$QEMU_PID" 2>/dev/null || true
+QEMU_PID=
+confirmed=$(status_cursor plant-a to-idmz)
+wait "$burst_pid" || true
+appended=$(cat "$WORK/burst.out")
+say "power cut with plant-a's to-idmz cursor at ${cut_at:-never reached $((base + 30))} (confirmed by the appliance before the cut: $confirmed; $appended of $CUT_FACTS facts appended in plant-a)"
+mid_replication() { [ -n "$cut_at" ] && [ "$confirmed" -lt $((base + appended)) ] && [ "$appended" -eq "$CUT_FACTS" ]; }
+check "the power cut came while facts were crossing (some confirmed, not all)" mid_replication
+
+VM=$WORK/vm4
+qemu_start "$VM" "$DISK" "$APP_NETDEV"
+"$SERIAL" "$VM/serial.log" wait 'Started .*bsfg\.service' 300 >/dev/null || die "boot 4: bsfg.service did not become READY after the power cut"
+grep -aE 'EXT4-fs .*(recovery complete|mounted)' "$VM/serial.log" | head -2 | indent || true
+expected=$((base + CUT_FACTS))
+caught_up=
+for _ in $(seq 600); do
+    if [ "$(status_cursor plant-a to-idmz)" = "$expected" ]; then
+        caught_up=1
+        break
+    fi
+    sleep 0.2
+done
+say "after boot 4: plant-a's to-idmz cursor $(status_cursor plant-a to-idmz) of $expected"
+after_cut() {
+    local ids
+    for _ in $(seq 150); do
+        [ "$("$ESTATE_BSFG" status --config "$ESTATE_DIR/enterprise.toml" 2>/dev/null | awk '$1 == "archive" { print $8 }')" = "$expected" ] && break
+        sleep 0.4
+    done
+    ids=$(archive_ids) || return 1
+    say "enterprise's archive: $(wc -l <<<"$ids") facts, $(sort -u <<<"$ids" | wc -l) distinct message ids, $(grep -c '^cut-' <<<"$ids") of the $CUT_FACTS cut-* facts"
+    [ -n "$caught_up" ] && [ "$(wc -l <<<"$ids")" -eq "$expected" ] && [ "$(sort -u <<<"$ids" | wc -l)" -eq "$expected" ] &&
+        [ "$(grep -c '^cut-' <<<"$ids")" -eq "$CUT_FACTS" ]
+}
+check "after the power cut every fact reaches enterprise exactly once (nothing confirmed was lost)" after_cut
+guest 'systemctl poweroff' 5 >/dev/null || true
+qemu_wait_exit 90 || true
+QEMU_PID=
+
+# --- 7. tampering ---------------------------------------------------------------------------------------------------
+step "boot 5: one flipped byte in root-a"
 VM=$WORK/vm3
 TAMPER=$WORK/tampered.img
 cp --sparse=always "$DBG" "$TAMPER"
@@ -253,7 +342,7 @@ tamper_stopped() {
 }
 check "the boot stops with a dm-verity error (kernel panic before systemd)" tamper_stopped
 
-# --- 7. build-time provisioning -----------------------------------------------------------------------------------
+# --- 8. build-time provisioning -----------------------------------------------------------------------------------
 step "make image ZONE_DIR=...: provisioned at build time (same root, reused)"
 zone_build() {
     local zout=$WORK/zone-out main_out=$OUT img off _size
