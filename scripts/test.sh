@@ -99,7 +99,7 @@ count_tests() {
             if ($(i) ~ /^ignored/) s += $(i - 1)
         }
         n++
-    } END { printf "%d %d %d %d", p, f, s, n }' "$1"
+    } END { printf "%d %d %d %d\n", p, f, s, n }' "$1"
 }
 read -r passed failed_tests skipped binaries < <(count_tests "$log")
 totals="$passed $failed_tests $skipped"
