@@ -241,10 +241,15 @@ check "data file system clean after the shutdown" clean_data
 # enterprise exactly once: one confirmed but lost would never be sent again.
 step "boot 3: power cut (kill -9 of QEMU) while facts cross plant-a -> appliance, then boot 4"
 CUT_FACTS=${CUT_FACTS:-300}
-# status_cursor ZONE CONSUMER: the consumer's cursor, as bsfg status prints it.
-status_cursor() {
-    { "$ESTATE_BSFG" status --config "$ESTATE_DIR/$1.toml" 2>/dev/null || true; } | awk -v c="$2" '$1 == c { print $5 }'
+# status_of ZONE CONSUMER FIGURE: the consumer's cursor or high watermark (FIGURE cursor|hwm), as
+# bsfg status prints them ("NAME category C cursor N high watermark M backlog B").
+status_of() {
+    local column=5
+    [ "$3" = hwm ] && column=8
+    { "$ESTATE_BSFG" status --config "$ESTATE_DIR/$1.toml" 2>/dev/null || true; } |
+        awk -v c="$2" -v n="$column" '$1 == c { print $n }'
 }
+status_cursor() { status_of "$1" "$2" cursor; }
 # append_burst COUNT: the MES appends facts cut-1 .. cut-COUNT; prints how many were stored.
 append_burst() {
     local i n=0
@@ -307,7 +312,7 @@ say "after boot 4: plant-a's to-idmz cursor $(status_cursor plant-a to-idmz) of 
 after_cut() {
     local ids
     for _ in $(seq 150); do
-        [ "$("$ESTATE_BSFG" status --config "$ESTATE_DIR/enterprise.toml" 2>/dev/null | awk '$1 == "archive" { print $8 }')" = "$expected" ] && break
+        [ "$(status_of enterprise archive hwm)" = "$expected" ] && break
         sleep 0.4
     done
     ids=$(archive_ids) || return 1

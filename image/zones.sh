@@ -58,19 +58,7 @@ client_ca = "/etc/bsfg/tls/ca.pem"
 url = "nats://127.0.0.1:4222"
 [[buckets]]
 name = "batch-files"
-[[consumers]]
-name = "to-enterprise"
-category = "operational"
-[[consumers]]
-name = "to-plant"
-category = "documents"
-[[access]]
-identity = "enterprise-bsfg"
-fetch = ["to-enterprise"]
-get_objects = ["batch-files"]
-[[access]]
-identity = "plant-a-bsfg"
-fetch = ["to-plant"]
+$(idmz_policy)
 [[access]]
 identity = "ops"
 operator = true

@@ -46,19 +46,7 @@ step "Development estate PKI: one CA, a certificate per node and per client"
 plant_config >"$WORK/plant-a.toml"
 
 zone_config idmz "
-[[consumers]]
-name = \"to-enterprise\"
-category = \"operational\"
-[[consumers]]
-name = \"to-plant\"
-category = \"documents\"
-[[access]]
-identity = \"enterprise-bsfg\"
-fetch = [\"to-enterprise\"]
-get_objects = [\"batch-files\"]
-[[access]]
-identity = \"plant-a-bsfg\"
-fetch = [\"to-plant\"]
+$(idmz_policy)
 $(pull from-plant plant-a to-idmz operational)
 $(pull from-enterprise enterprise to-idmz documents)" >"$WORK/idmz.toml"
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The development estate that both demos and the image test run (sourced, not run): plant-a and
 # enterprise, configured the same way whether the IDMZ between them is a node on this host
-# (scripts/demo.sh) or the appliance under QEMU (image/zones.sh); a zone's bsfg.toml; pulls;
-# starting zones; one Connect call; an AppendFact request. The sourcing script sets:
+# (scripts/demo.sh) or the appliance under QEMU (image/zones.sh); a zone's bsfg.toml; the IDMZ's
+# policy; pulls; starting zones; one Connect call; an AppendFact request. The sourcing script sets:
 #   ESTATE_DIR              a directory holding pki/ (bsfg dev-pki); each zone's files go below it
 #   NODE_PORT, NATS_PORT    associative arrays: a zone's node and nats-server ports on 127.0.0.1;
 #                           NODE_PORT[idmz] is where the IDMZ answers (a host node, or the
@@ -71,6 +71,27 @@ identity = \"idmz-bsfg\"
 fetch = [\"to-idmz\"]
 get_objects = [\"batch-files\"]
 $(pull from-idmz idmz to-plant documents)"
+}
+
+# idmz_policy: the IDMZ's consumers and who may fetch from them (plant-a gets the documents,
+# enterprise the operational facts) — the same whether the IDMZ is a node on this host
+# (scripts/demo.sh) or the appliance (image/zones.sh).
+idmz_policy() {
+    cat <<'EOF'
+[[consumers]]
+name = "to-enterprise"
+category = "operational"
+[[consumers]]
+name = "to-plant"
+category = "documents"
+[[access]]
+identity = "enterprise-bsfg"
+fetch = ["to-enterprise"]
+get_objects = ["batch-files"]
+[[access]]
+identity = "plant-a-bsfg"
+fetch = ["to-plant"]
+EOF
 }
 
 # enterprise_config: enterprise. The historian reads what the plant sent (archive, pulled from the

@@ -175,11 +175,11 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     // nothing.
     let (code, out, _) = bsfg(&zone, &["status"]);
     assert_eq!(code, 1, "a gap makes the zone unhealthy: {out}");
-    assert!(out.contains("DATA LOSS: offsets 1..=3 (3 facts)"), "{out}");
+    assert!(out.contains("DATA LOSS: offsets 1 to 3 (3 facts)"), "{out}");
     let reason = "telemetry retention shortened during the outage, CHG-1042";
     let (code, out, err) = skip_gap(&zone, "telemetry-out", reason, &["--dry-run"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("offsets 1..=3 (3 facts)"), "{out}");
+    assert!(out.contains("offsets 1 to 3 (3 facts)"), "{out}");
     assert!(out.contains("dry run"), "{out}");
     assert!(audit_facts(&zone).is_empty(), "a dry run records nothing");
     assert_eq!(historian.fetch("telemetry-out", 10).code(), "data_loss");

@@ -159,8 +159,8 @@ async fn run(
         return Ok(());
     };
     println!(
-        "consumer {} (zone {}, category {}): cursor {}; offsets {}..={} ({} facts) were evicted \
-         before anyone confirmed them",
+        "consumer {} (zone {}, category {}): cursor {}; offsets {} to {} ({} facts) were deleted \
+         by retention before anyone confirmed them",
         spec.name,
         config.zone,
         spec.category,
@@ -219,7 +219,7 @@ async fn run(
             Ok(())
         }
         Some(now) => Err(format!(
-            "the gap changed while it was being recorded (now offsets {}..={} after cursor {}); \
+            "the gap changed while it was being recorded (now offsets {} to {} after cursor {}); \
              run the command again",
             now.from, now.to, now.cursor
         )),

@@ -62,7 +62,7 @@ pub fn print_status(path: &Path) -> ExitCode {
         );
         if let Some(gap) = c.gap {
             println!(
-                "  {:<24} DATA LOSS: offsets {}..={} ({} facts) were evicted before anyone confirmed them; \
+                "  {:<24} DATA LOSS: offsets {} to {} ({} facts) were deleted by retention before anyone confirmed them; \
                  FetchFacts answers data_loss until an operator runs bsfg skip-gap",
                 "",
                 gap.from,

@@ -119,13 +119,18 @@ fn page(facts: Vec<StoredFact>) -> FetchFactsResponse {
 }
 
 fn pull(peer: Arc<ScriptedPeer>) -> (PullLoop<MemoryStore, Arc<ScriptedPeer>>, Arc<MemoryStore>) {
-    let config = Config::parse(Path::new("t.toml"), CONFIG).expect("config");
     let store = Arc::new(MemoryStore::default());
+    (pull_on(store.clone(), peer), store)
+}
+
+/// The configured pull on `store` (a node's log that outlives a restart of the loop).
+fn pull_on(
+    store: Arc<MemoryStore>,
+    peer: Arc<ScriptedPeer>,
+) -> PullLoop<MemoryStore, Arc<ScriptedPeer>> {
+    let config = Config::parse(Path::new("t.toml"), CONFIG).expect("config");
     let spec = config.pulls[0].clone();
-    (
-        PullLoop::new(spec, &config, store.clone(), peer, Default::default()),
-        store,
-    )
+    PullLoop::new(spec, &config, store, peer, Default::default())
 }
 
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -273,17 +278,8 @@ fn artifacts_are_verified_before_the_fact_is_appended() {
 
 #[test]
 fn a_recreated_peer_stream_is_seen_after_a_restart_too() {
-    let config = Config::parse(Path::new("t.toml"), CONFIG).expect("config");
-    let store = Arc::new(MemoryStore::default());
     let peer = Arc::new(ScriptedPeer::default());
-    let spec = config.pulls[0].clone();
-    let first = PullLoop::new(
-        spec.clone(),
-        &config,
-        store.clone(),
-        peer.clone(),
-        Default::default(),
-    );
+    let (first, store) = pull(peer.clone());
     peer.pages
         .lock()
         .expect("lock")
@@ -292,17 +288,14 @@ fn a_recreated_peer_stream_is_seen_after_a_restart_too() {
         assert_eq!(first.step().await, Ok(2));
         // What start_pulls records once a second.
         let json = serde_json::to_vec(&*first.status().lock().expect("lock")).expect("json");
-        store.put_status(&spec.name, json).await.expect("record");
+        store
+            .put_status(&first.spec.name, json)
+            .await
+            .expect("record");
     });
 
     // The node restarts; meanwhile the peer's stream was recreated and starts at 1 again.
-    let restarted = PullLoop::new(
-        spec,
-        &config,
-        store.clone(),
-        peer.clone(),
-        Default::default(),
-    );
+    let restarted = pull_on(store.clone(), peer.clone());
     peer.pages
         .lock()
         .expect("lock")

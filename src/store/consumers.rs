@@ -18,8 +18,10 @@
 
 use super::{
     Page, StoreError,
-    gap::{confirmed_key, gap_in},
-    jetstream::{JetStreamStore, read_mark, unavailable},
+    gap::gap_in,
+    jetstream::{
+        ConsumerMarks, JetStreamStore, confirmed_key, fetched_key, read_mark, unavailable,
+    },
 };
 use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
 use async_nats::jetstream::{self, AckKind};
@@ -105,6 +107,18 @@ impl JetStreamStore {
         Ok(info.ack_floor.stream_sequence)
     }
 
+    /// Takes in the confirmed mark as recorded now — another process (`bsfg skip-gap`) may have
+    /// moved it — and returns the result.
+    pub(super) async fn reload_confirmed(
+        &self,
+        spec: &ConsumerSpec,
+        marks: &mut ConsumerMarks,
+    ) -> Result<u64, StoreError> {
+        let recorded = read_mark(&self.marks, &confirmed_key(&spec.name)).await?;
+        marks.confirmed = marks.confirmed.max(recorded);
+        Ok(marks.confirmed)
+    }
+
     pub(super) async fn write_mark(&self, key: String, value: u64) -> Result<(), StoreError> {
         self.marks
             .put(&key, value.to_string().into())
@@ -128,9 +142,7 @@ impl JetStreamStore {
         if gap_in(cursor, &state).is_some() {
             // An operator may have moved the cursor past this gap (`bsfg skip-gap`, another
             // process) since this node last read the mark.
-            let recorded = read_mark(&self.marks, &confirmed_key(&spec.name)).await?;
-            marks.confirmed = marks.confirmed.max(recorded);
-            cursor = cursor.max(recorded);
+            cursor = cursor.max(self.reload_confirmed(spec, &mut marks).await?);
         }
         let deadline = Instant::now() + max_wait;
         while state.last_sequence <= cursor && Instant::now() < deadline {
@@ -168,8 +180,7 @@ impl JetStreamStore {
             .map(|m| decode(m, spec.category))
             .collect::<Result<Vec<_>, _>>()?;
         if end > marks.fetched {
-            self.write_mark(format!("{}.fetched", spec.name), end)
-                .await?;
+            self.write_mark(fetched_key(&spec.name), end).await?;
             marks.fetched = end;
         }
         Ok(Page {

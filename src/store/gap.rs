@@ -10,7 +10,7 @@
 
 use super::{
     StoreError,
-    jetstream::{JetStreamStore, read_mark},
+    jetstream::{JetStreamStore, confirmed_key, fetched_key},
 };
 use crate::config::ConsumerSpec;
 use async_nats::jetstream::stream;
@@ -45,18 +45,13 @@ pub(super) fn gap_in(cursor: u64, state: &stream::State) -> Option<Gap> {
     gap_after(cursor, state.first_sequence, state.last_sequence)
 }
 
-pub(super) fn confirmed_key(consumer: &str) -> String {
-    format!("{consumer}.confirmed")
-}
-
 impl JetStreamStore {
     /// The consumer's cursor as recorded now, by this process or another (`bsfg skip-gap`).
     async fn recorded_cursor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
         let handle = self.consumer(spec)?;
         let mut marks = handle.marks.lock().await;
-        let recorded = read_mark(&self.marks, &confirmed_key(&spec.name)).await?;
-        marks.confirmed = marks.confirmed.max(recorded);
-        Ok(self.ack_floor(spec).await?.max(marks.confirmed))
+        let confirmed = self.reload_confirmed(spec, &mut marks).await?;
+        Ok(self.ack_floor(spec).await?.max(confirmed))
     }
 
     /// The gap after the consumer's cursor, if any.
@@ -77,8 +72,7 @@ impl JetStreamStore {
         let handle = self.consumer(spec)?;
         let mut marks = handle.marks.lock().await;
         if marks.fetched < gap.to {
-            self.write_mark(format!("{}.fetched", spec.name), gap.to)
-                .await?;
+            self.write_mark(fetched_key(&spec.name), gap.to).await?;
             marks.fetched = gap.to;
         }
         self.write_mark(confirmed_key(&spec.name), gap.to).await?;

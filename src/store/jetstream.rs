@@ -104,8 +104,8 @@ impl JetStreamStore {
             let stream = &streams[&spec.category];
             let consumer = ensure_consumer(stream, spec).await?;
             let state = ConsumerMarks {
-                fetched: read_mark(&marks, &format!("{}.fetched", spec.name)).await?,
-                confirmed: read_mark(&marks, &super::gap::confirmed_key(&spec.name)).await?,
+                fetched: read_mark(&marks, &fetched_key(&spec.name)).await?,
+                confirmed: read_mark(&marks, &confirmed_key(&spec.name)).await?,
             };
             consumers.insert(
                 spec.name.clone(),
@@ -299,6 +299,16 @@ pub(super) async fn read_mark(kv: &jetstream::kv::Store, key: &str) -> Result<u6
     Ok(value
         .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()))
         .unwrap_or(0))
+}
+
+/// A consumer's `<name>.fetched` key in [`MARKS_BUCKET`].
+pub(super) fn fetched_key(consumer: &str) -> String {
+    format!("{consumer}.fetched")
+}
+
+/// A consumer's `<name>.confirmed` key in [`MARKS_BUCKET`].
+pub(super) fn confirmed_key(consumer: &str) -> String {
+    format!("{consumer}.confirmed")
 }
 
 /// The first 128 bits of SHA-256(message_id) in hex: the last token of a fact's subject.

@@ -4,8 +4,8 @@
 
 use super::{
     StoreError,
-    gap::{Gap, confirmed_key, gap_after},
-    jetstream::{MARKS_BUCKET, STATUS_BUCKET, connect, read_mark, unavailable},
+    gap::{Gap, gap_after},
+    jetstream::{MARKS_BUCKET, STATUS_BUCKET, confirmed_key, connect, read_mark, unavailable},
 };
 use crate::{config::Config, replicate::status::PullStatus};
 use async_nats::jetstream;
