@@ -189,8 +189,16 @@ fn sandbox_plan(config: &Config, bind_port: u16, seccomp_log: bool) -> bsfg::san
         .filter_map(|f| std::fs::canonicalize(f).ok())
         .filter_map(|f| f.parent().map(Path::to_path_buf))
         .collect();
-    // Name resolution for peers given by host name.
-    for file in ["/etc/resolv.conf", "/etc/hosts"] {
+    // Name resolution for peers and nats-server given by host name: musl reads resolv.conf and
+    // hosts; glibc also reads nsswitch.conf (without it, it asks DNS before /etc/hosts),
+    // host.conf and gai.conf (address sorting). Proven for both builds by tests/sandbox.rs.
+    for file in [
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        "/etc/nsswitch.conf",
+        "/etc/host.conf",
+        "/etc/gai.conf",
+    ] {
         if Path::new(file).exists() {
             read_only.push(file.into());
         }

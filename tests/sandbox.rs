@@ -8,7 +8,9 @@
 mod common;
 
 use common::{
-    OPERATOR, PEER, PRODUCER, Zone, ZoneOptions, append_json, chain::start_chain, clients::offsets,
+    OPERATOR, PEER, PRODUCER, Zone, ZoneOptions, append_json,
+    chain::{start_chain, start_chain_on},
+    clients::offsets,
     js::wait_for_count,
 };
 use std::time::Duration;
@@ -113,6 +115,91 @@ fn replication_works_inside_the_sandbox() {
     for zone in [&chain.plant, &chain.idmz, &chain.enterprise] {
         assert_eq!(status_field(zone.node.pid(), "Seccomp"), "2");
     }
+}
+
+/// Facts cross three zones and back while every node names its peers and its nats-server by
+/// host name (`localhost`, resolved through `/etc/hosts` by the libc's resolver inside the
+/// sandbox), as any site with DNS or `/etc/hosts` does. Both builds run this (make test: the
+/// glibc debug build, then the static musl build with `BSFG_BIN`).
+#[test]
+fn peers_named_by_host_name_replicate_inside_the_sandbox() {
+    let chain = start_chain_on("localhost", "");
+    let mes = chain.plant.curl(PRODUCER);
+    for i in 1..=10 {
+        assert_eq!(
+            mes.append(&append_json(&format!("h-{i}"), "plant-a", &i.to_string()))
+                .status,
+            200
+        );
+    }
+    wait_for_count(
+        &chain.enterprise.nats.url(),
+        "facts_operational",
+        10,
+        Duration::from_secs(30),
+        "replication between peers named localhost",
+    );
+    for zone in [&chain.plant, &chain.idmz, &chain.enterprise] {
+        assert_eq!(
+            status_field(zone.node.pid(), "Seccomp"),
+            "2",
+            "{}",
+            zone.node.log()
+        );
+        assert!(zone.node.log_contains("pull started"), "{}", zone.node.log());
+    }
+}
+
+/// A pull whose peer, and a node whose nats-server, are named in DNS: the node (in a mount
+/// namespace whose resolv.conf names a DNS server the test runs on 127.0.0.153) resolves both
+/// through that server from inside its sandbox — musl's resolver binds a UDP socket, glibc's sends
+/// its queries with sendmmsg after uname. Both builds run this.
+#[test]
+fn peers_named_in_dns_replicate_inside_the_sandbox() {
+    let dns = common::dns::DnsServer::start("127.0.0.153", &["plant-a.bsfg.test", "nats.bsfg.test"]);
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = std::sync::Arc::new(common::Pki::new(&estate.path().join("pki"), "estate CA"));
+    let plant = Zone::start_with(ZoneOptions {
+        pki: Some(pki.clone()),
+        ..Default::default()
+    });
+    let resolv_conf = plant.dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {}\noptions timeout:1 attempts:3\n", dns.address),
+    )
+    .expect("write resolv.conf");
+    let idmz = Zone::start_with(ZoneOptions {
+        zone: "idmz".into(),
+        pki: Some(pki),
+        nats_host: "nats.bsfg.test".into(),
+        node_wrapper: common::dns::resolv_conf_wrapper(&resolv_conf),
+        extra_toml: format!(
+            "[[pulls]]\nname = \"from-plant\"\npeer_url = \"https://plant-a.bsfg.test:{}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"to-idmz\"\ncategory = \"operational\"\nidle_wait = \"2s\"\n",
+            plant.port
+        ),
+        ..Default::default()
+    });
+    let mes = plant.curl(PRODUCER);
+    for i in 1..=5 {
+        assert_eq!(
+            mes.append(&append_json(&format!("d-{i}"), "plant-a", &i.to_string()))
+                .status,
+            200
+        );
+    }
+    wait_for_count(
+        &idmz.nats.url(),
+        "facts_operational",
+        5,
+        Duration::from_secs(30),
+        "replication from a peer named in DNS",
+    );
+    assert_eq!(status_field(idmz.node.pid(), "Seccomp"), "2");
+    assert!(
+        dns.answered.load(std::sync::atomic::Ordering::SeqCst) >= 2,
+        "the node resolved nats.bsfg.test and plant-a.bsfg.test through the test's DNS server"
+    );
 }
 
 /// Makes the zone's directory readable for another user (the test runs as root; its temporary

@@ -12,14 +12,27 @@ pub struct Chain {
     _estate: tempfile::TempDir,
 }
 
-fn pull(name: &str, port: u16, identity: &str, consumer: &str, category: &str) -> String {
+fn pull(
+    host: &str,
+    name: &str,
+    port: u16,
+    identity: &str,
+    consumer: &str,
+    category: &str,
+) -> String {
     format!(
-        "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://127.0.0.1:{port}\"\npeer_identity = \"{identity}\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\npage_size = 500\nidle_wait = \"2s\"\n"
+        "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://{host}:{port}\"\npeer_identity = \"{identity}\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\npage_size = 500\nidle_wait = \"2s\"\n"
     )
 }
 
 /// `idmz_extra` is appended to the IDMZ zone's config (extra pulls, consumers, access).
 pub fn start_chain(idmz_extra: &str) -> Chain {
+    start_chain_on("127.0.0.1", idmz_extra)
+}
+
+/// As [`start_chain`], with every peer URL naming its peer by `host` (e.g. `localhost`, as a site
+/// with DNS or `/etc/hosts` does).
+pub fn start_chain_on(host: &str, idmz_extra: &str) -> Chain {
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
     let (p_plant, p_idmz, p_enterprise) = (free_port(), free_port(), free_port());
@@ -30,13 +43,21 @@ pub fn start_chain(idmz_extra: &str) -> Chain {
             pki: Some(pki.clone()),
             port: Some(port),
             peer_fetch: peer_fetch.iter().map(|s| s.to_string()).collect(),
+            nats_host: host.into(),
             ..Default::default()
         })
     };
     let plant = zone(
         "plant-a",
         p_plant,
-        pull("from-idmz", p_idmz, "idmz-bsfg", "to-plant", "documents"),
+        pull(
+            host,
+            "from-idmz",
+            p_idmz,
+            "idmz-bsfg",
+            "to-plant",
+            "documents",
+        ),
         &["to-idmz"],
     );
     let idmz = zone(
@@ -60,6 +81,7 @@ fetch = ["to-plant"]
 get_objects = ["batch-files"]
 {}{}{idmz_extra}"#,
             pull(
+                host,
                 "from-plant",
                 p_plant,
                 "plant-a-bsfg",
@@ -67,6 +89,7 @@ get_objects = ["batch-files"]
                 "operational"
             ),
             pull(
+                host,
                 "from-enterprise",
                 p_enterprise,
                 "enterprise-bsfg",
@@ -82,6 +105,7 @@ get_objects = ["batch-files"]
         format!(
             "[[consumers]]\nname = \"docs-to-idmz\"\ncategory = \"documents\"\n{}",
             pull(
+                host,
                 "from-idmz",
                 p_idmz,
                 "idmz-bsfg",

@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod clients;
+pub mod dns;
 pub mod js;
 pub mod producer;
 
@@ -292,7 +293,12 @@ impl Pki {
     pub fn issue_valid(&self, name: &str, not_before: OffsetDateTime, days: i64) -> CertFiles {
         let (cert, key) = self
             .ca
-            .issue(name, &["localhost".to_string()], not_before, days)
+            .issue(
+                name,
+                &["localhost".to_string(), "*.bsfg.test".to_string()],
+                not_before,
+                days,
+            )
             .expect("issue certificate");
         let files = CertFiles {
             cert: self
@@ -333,6 +339,10 @@ pub struct ZoneOptions {
     pub peer_fetch: Vec<String>,
     /// The listener port; a free one when `None` (set it to point pulls at a zone not started yet).
     pub port: Option<u16>,
+    /// How the node's config names its nats-server host (`localhost` tests name resolution).
+    pub nats_host: String,
+    /// A command (and its arguments) the node is started under, e.g. `unshare --mount ...`.
+    pub node_wrapper: Vec<String>,
 }
 
 impl Default for ZoneOptions {
@@ -350,6 +360,8 @@ impl Default for ZoneOptions {
             nats_jetstream: String::new(),
             node_env: Vec::new(),
             max_page: 100,
+            nats_host: "127.0.0.1".into(),
+            node_wrapper: Vec::new(),
         }
     }
 }
@@ -471,7 +483,7 @@ operator = true
             cert = self.node_cert.cert.display(),
             key = self.node_cert.key.display(),
             ca = self.pki.ca_path.display(),
-            nats = self.nats.url(),
+            nats = format!("nats://{}:{}", o.nats_host, self.nats.port),
             dup = o.duplicate_window,
             limits = o.limits_toml,
             reload = o.reload_interval,
@@ -497,7 +509,14 @@ operator = true
     }
 
     pub fn start_node(&self) -> Process {
-        let mut command = Command::new(bsfg_binary());
+        let mut command = match self.options.node_wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bsfg_binary());
+                c
+            }
+            None => Command::new(bsfg_binary()),
+        };
         command
             .arg("serve")
             .arg("--config")
