@@ -146,7 +146,11 @@ fn peers_named_by_host_name_replicate_inside_the_sandbox() {
             "{}",
             zone.node.log()
         );
-        assert!(zone.node.log_contains("pull started"), "{}", zone.node.log());
+        assert!(
+            zone.node.log_contains("pull started"),
+            "{}",
+            zone.node.log()
+        );
     }
 }
 
@@ -156,7 +160,8 @@ fn peers_named_by_host_name_replicate_inside_the_sandbox() {
 /// its queries with sendmmsg after uname. Both builds run this.
 #[test]
 fn peers_named_in_dns_replicate_inside_the_sandbox() {
-    let dns = common::dns::DnsServer::start("127.0.0.153", &["plant-a.bsfg.test", "nats.bsfg.test"]);
+    let dns =
+        common::dns::DnsServer::start("127.0.0.153", &["plant-a.bsfg.test", "nats.bsfg.test"]);
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = std::sync::Arc::new(common::Pki::new(&estate.path().join("pki"), "estate CA"));
     let plant = Zone::start_with(ZoneOptions {
