@@ -429,6 +429,7 @@ impl Zone {
 
     pub fn config_text(&self) -> String {
         let o = &self.options;
+        let nats = format!("nats://{}:{}", o.nats_host, self.nats.port);
         format!(
             r#"zone = "{zone}"
 [listen]
@@ -483,7 +484,7 @@ operator = true
             cert = self.node_cert.cert.display(),
             key = self.node_cert.key.display(),
             ca = self.pki.ca_path.display(),
-            nats = format!("nats://{}:{}", o.nats_host, self.nats.port),
+            nats = nats,
             dup = o.duplicate_window,
             limits = o.limits_toml,
             reload = o.reload_interval,
