@@ -180,9 +180,10 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CategorySection {
-    /// Oldest fact kept, e.g. `3650d`; `0s` keeps facts until `max_bytes` is reached.
-    #[serde(default = "default_max_age")]
-    pub max_age: String,
+    /// Oldest fact kept, e.g. `3650d`; `0s` keeps facts until `max_bytes` is reached. Left out:
+    /// `3650d`, or `0s` (never) for a safety_critical category.
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// Largest size of the category stream in bytes; -1 for unlimited (not for safety_critical).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: i64,
@@ -203,7 +204,7 @@ pub struct CategorySection {
 impl Default for CategorySection {
     fn default() -> Self {
         Self {
-            max_age: default_max_age(),
+            max_age: None,
             max_bytes: default_max_bytes(),
             replicas: default_replicas(),
             storage: default_storage(),
@@ -310,7 +311,7 @@ fn default_call_timeout() -> String {
 fn default_idle_timeout() -> String {
     "120s".into()
 }
-fn default_max_age() -> String {
+pub(super) fn default_max_age() -> String {
     "3650d".into()
 }
 fn default_max_bytes() -> i64 {
