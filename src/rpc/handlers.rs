@@ -131,7 +131,7 @@ pub async fn fetch_facts<S: Store>(
         .min(call.budget.saturating_sub(Duration::from_millis(500)));
     // The store bounds the page to the response budget and counts as fetched only what it
     // returns: the whole page goes out, or a confirm could pass facts never delivered.
-    let budget = usize::try_from(node.config.limits.max_request_bytes).unwrap_or(usize::MAX);
+    let budget = node.config.limits.max_request_bytes;
     let page = node.store.fetch(spec, limit, budget, wait).await?;
     let facts = page.facts;
     Ok(FetchFactsResponse {
