@@ -91,6 +91,15 @@ fn check_config(path: &Path) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    for (i, pull) in config.pulls.iter().enumerate() {
+        if pull.accept_from_zones.is_none() {
+            eprintln!(
+                "{}: warning: pulls[{i}].accept_from_zones is not set: pull {:?} accepts facts from any zone its peer relays",
+                path.display(),
+                pull.name
+            );
+        }
+    }
     println!(
         "{}: ok (zone {}, listen {}, {} consumers, {} buckets, {} identities)",
         path.display(),

@@ -13,6 +13,7 @@
 //! Limits: one page at a time per pull (no pipelining yet); artifacts are held in memory while
 //! they are fetched (bounded by the request limit per chunk and the reference's size).
 
+pub mod boundary;
 pub mod peer;
 pub mod status;
 
@@ -49,6 +50,23 @@ pub enum PullError {
     #[error("the peer sent an invalid fact at offset {offset}: {problem}")]
     Invalid { offset: u64, problem: String },
     #[error(
+        "peer offset {offset} is a fact in category {category}, but this pull keeps {keeps} (its category key): was it pointed at another category's consumer?"
+    )]
+    Category {
+        offset: u64,
+        category: String,
+        keeps: crate::fact::Category,
+    },
+    #[error(
+        "peer offset {offset} (message_id {message_id:?}) carries from_zone {from_zone:?}, which this pull does not accept (accept_from_zones = {accepted:?}): the peer relays a zone it may not"
+    )]
+    Origin {
+        offset: u64,
+        message_id: String,
+        from_zone: String,
+        accepted: Vec<String>,
+    },
+    #[error(
         "the peer's offsets went backwards (offset {got} after confirming {confirmed}): was its stream recreated?"
     )]
     Regressed { got: u64, confirmed: u64 },
@@ -63,6 +81,8 @@ impl PullError {
                 | PullError::Artifact { .. }
                 | PullError::Invalid { .. }
                 | PullError::Regressed { .. }
+                | PullError::Category { .. }
+                | PullError::Origin { .. }
         )
     }
 
@@ -76,6 +96,8 @@ impl PullError {
             PullError::Artifact { .. } => "artifact",
             PullError::Invalid { .. } => "invalid",
             PullError::Regressed { .. } => "regressed",
+            PullError::Category { .. } => "category",
+            PullError::Origin { .. } => "from_zone",
         }
     }
 }
@@ -131,6 +153,9 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         let mut backoff = BACKOFF_START;
         self.restore().await;
         tracing::info!(pull = %self.spec.name, peer = %self.spec.peer_url, consumer = %self.spec.consumer, cursor = lock(&self.status).cursor, "pull started");
+        if self.spec.accept_from_zones.is_none() {
+            tracing::warn!(pull = %self.spec.name, peer = %self.spec.peer_url, "accept_from_zones is not set: this pull accepts facts from any zone the peer relays; name the origin zones (e.g. accept_from_zones = [\"plant-a\"]) so a compromised peer cannot forge another zone's facts");
+        }
         loop {
             match self.step().await {
                 Ok(_) => backoff = BACKOFF_START,
@@ -231,6 +256,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
                 confirmed,
             });
         }
+        boundary::check_page(&self.spec, &page.facts)?;
         let mut artifacts = 0;
         for (expected, stored) in (first..).zip(&page.facts) {
             if stored.offset != expected {
@@ -264,7 +290,8 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         let request = AppendFactRequest {
             envelope: stored.envelope.clone(),
             fact: stored.fact.clone(),
-            category: self.spec.category.to_wire() as i32,
+            // The fact's own category (checked by `boundary::check_page`), never the pull's.
+            category: stored.category,
         };
         let (category, envelope, fact) =
             validate_append(&request, self.max_fact_bytes).map_err(|e| PullError::Invalid {
