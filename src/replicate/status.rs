@@ -1,11 +1,17 @@
 //! The state of each pull, for `/metrics`, `bsfg status` and the log: peer, cursor, high
-//! watermark, lag, last error, last success. Published to metrics on every change and written to
-//! the store (KV `bsfg_pull_status`) at most once a second, so `bsfg status` can read it.
+//! watermark, lag, last error, last success, whether the peer answered. Published to metrics on
+//! every change and written to the store (KV `bsfg_pull_status`) at most once a second, so
+//! `bsfg status` can read it.
+//!
+//! While a pull cannot exchange with its peer (state `retrying` or `stopped`), its lag in seconds
+//! is not frozen: [`PullStatus::refresh`] (once a second) makes it the lag at the last success
+//! plus the time since then, so the runbook's lag alert fires during an outage.
 
 use crate::ops::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PullStatus {
     pub pull: String,
     pub peer: String,
@@ -24,9 +30,39 @@ pub struct PullStatus {
     pub last_error_unix_ms: i64,
     /// `running`, `retrying` or `stopped` (a conflict or corrupt data: needs an operator).
     pub state: String,
+    /// The last exchange with the peer succeeded (false until the first one does).
+    pub peer_up: bool,
+    /// `lag_seconds` as of the last success; the base the lag grows from during an outage.
+    pub lag_seconds_at_success: f64,
+    /// When this pull started (the base of the lag when it never succeeded).
+    pub started_unix_ms: i64,
 }
 
 impl PullStatus {
+    /// Records a successful exchange with the peer at `now_ms`.
+    pub fn succeeded(&mut self, now_ms: i64) {
+        self.last_success_unix_ms = now_ms;
+        self.lag_seconds_at_success = self.lag_seconds;
+        self.peer_up = true;
+        self.state = "running".into();
+    }
+
+    /// While the pull is not running, its lag grows with the time since the last success.
+    pub fn refresh(&mut self, now_ms: i64) {
+        if self.state == "running" {
+            return;
+        }
+        let since = if self.last_success_unix_ms > 0 {
+            self.last_success_unix_ms
+        } else {
+            self.started_unix_ms
+        };
+        if since > 0 {
+            self.lag_seconds =
+                self.lag_seconds_at_success + (now_ms - since).max(0) as f64 / 1000.0;
+        }
+    }
+
     pub fn export(&self, metrics: &Metrics) {
         let label = format!("{{pull=\"{}\"}}", self.pull);
         metrics.set_gauge(
@@ -52,6 +88,14 @@ impl PullStatus {
         metrics.set_gauge(
             format!("bsfg_replication_artifacts_total{label}"),
             self.artifacts_replicated as f64,
+        );
+        metrics.set_gauge(
+            format!("bsfg_replication_peer_up{label}"),
+            if self.peer_up { 1.0 } else { 0.0 },
+        );
+        metrics.set_gauge(
+            format!("bsfg_replication_last_success_timestamp_seconds{label}"),
+            self.last_success_unix_ms.max(0) as f64 / 1000.0,
         );
         metrics.set_gauge(
             format!("bsfg_replication_stopped{label}"),
