@@ -39,6 +39,8 @@ use std::{
 /// A pull's status, shared by its loop, the once-a-second recorder and the `STATUS=` line.
 pub type SharedPullStatus = Arc<Mutex<PullStatus>>;
 
+/// How long past its long poll a running pull may go without a success before its lag grows.
+const STALL_MARGIN: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
@@ -72,6 +74,8 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             consumer: spec.consumer.clone(),
             state: "running".into(),
             started_unix_ms: now_unix_ms(),
+            stale_after_ms: i64::try_from((spec.idle_wait + STALL_MARGIN).as_millis())
+                .unwrap_or(i64::MAX),
             ..Default::default()
         };
         PullLoop {

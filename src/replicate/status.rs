@@ -36,6 +36,10 @@ pub struct PullStatus {
     pub lag_seconds_at_success: f64,
     /// When this pull started (the base of the lag when it never succeeded).
     pub started_unix_ms: i64,
+    /// A running pull with no success for this long is stalled (a long poll plus a margin: the
+    /// peer vanished without closing the connection); its lag grows as during an outage.
+    #[serde(skip)]
+    pub stale_after_ms: i64,
 }
 
 impl PullStatus {
@@ -47,16 +51,18 @@ impl PullStatus {
         self.state = "running".into();
     }
 
-    /// While the pull is not running, its lag grows with the time since the last success.
+    /// While the pull is not running (or is stalled), its lag grows with the time since the last
+    /// success.
     pub fn refresh(&mut self, now_ms: i64) {
-        if self.state == "running" {
-            return;
-        }
         let since = if self.last_success_unix_ms > 0 {
             self.last_success_unix_ms
         } else {
             self.started_unix_ms
         };
+        let stalled = self.stale_after_ms > 0 && now_ms - since > self.stale_after_ms;
+        if self.state == "running" && !stalled {
+            return;
+        }
         if since > 0 {
             self.lag_seconds =
                 self.lag_seconds_at_success + (now_ms - since).max(0) as f64 / 1000.0;
@@ -109,4 +115,36 @@ pub fn now_unix_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PullStatus;
+
+    #[test]
+    fn lag_grows_from_the_last_success_while_the_pull_cannot_exchange() {
+        let mut status = PullStatus {
+            state: "running".into(),
+            stale_after_ms: 15_000,
+            started_unix_ms: 1_000,
+            lag_seconds: 0.5,
+            ..Default::default()
+        };
+        status.succeeded(10_000);
+        status.refresh(20_000);
+        assert_eq!(
+            status.lag_seconds, 0.5,
+            "a running pull keeps its measured lag"
+        );
+        status.refresh(30_000);
+        assert_eq!(status.lag_seconds, 20.5, "stalled past its long poll");
+        // The peer answers again with the lag measured at 0, then goes away.
+        status.lag_seconds = 0.0;
+        status.succeeded(30_000);
+        status.state = "retrying".into();
+        status.peer_up = false;
+        status.refresh(33_500);
+        assert_eq!(status.lag_seconds, 3.5);
+        assert_eq!(status.last_success_unix_ms, 30_000);
+    }
 }
