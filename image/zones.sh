@@ -62,8 +62,8 @@ $(idmz_policy)
 [[access]]
 identity = "ops"
 operator = true
-$(pull_config from-plant "https://plant-a-bsfg:9443" plant-a-bsfg to-idmz operational)
-$(pull_config from-enterprise "https://enterprise-bsfg:9443" enterprise-bsfg to-idmz documents)
+$(pull_config from-plant "https://plant-a-bsfg:9443" plant-a-bsfg to-idmz operational '"plant-a"')
+$(pull_config from-enterprise "https://enterprise-bsfg:9443" enterprise-bsfg to-idmz documents '"enterprise"')
 EOF
     printf '%s plant-a-bsfg\n%s enterprise-bsfg\n' "$PLANT_GUEST_ADDR" "$ENTERPRISE_GUEST_ADDR" >"$zd/hosts"
     # QEMU's user-mode network: the host side of hostfwd connections is 10.0.2.2.

@@ -47,8 +47,8 @@ plant_config >"$WORK/plant-a.toml"
 
 zone_config idmz "
 $(idmz_policy)
-$(pull from-plant plant-a to-idmz operational)
-$(pull from-enterprise enterprise to-idmz documents)" >"$WORK/idmz.toml"
+$(pull from-plant plant-a to-idmz operational '"plant-a"')
+$(pull from-enterprise enterprise to-idmz documents '"enterprise"')" >"$WORK/idmz.toml"
 
 enterprise_config >"$WORK/enterprise.toml"
 

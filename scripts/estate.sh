@@ -34,7 +34,8 @@ operator = true
 EOF
 }
 
-# pull_config NAME URL PEER_IDENTITY CONSUMER CATEGORY: a [[pulls]] table.
+# pull_config NAME URL PEER_IDENTITY CONSUMER CATEGORY ZONES: a [[pulls]] table; ZONES is the
+# TOML list body of accept_from_zones, the origin zones that peer may relay (e.g. '"plant-a"').
 pull_config() {
     cat <<EOF
 [[pulls]]
@@ -43,12 +44,13 @@ peer_url = "$2"
 peer_identity = "$3"
 consumer = "$4"
 category = "$5"
+accept_from_zones = [$6]
 idle_wait = "2s"
 EOF
 }
 
-# pull NAME PEER_ZONE CONSUMER CATEGORY: a pull from another zone of this estate.
-pull() { pull_config "$1" "https://127.0.0.1:${NODE_PORT[$2]}" "$2-bsfg" "$3" "$4"; }
+# pull NAME PEER_ZONE CONSUMER CATEGORY ZONES: a pull from another zone of this estate.
+pull() { pull_config "$1" "https://127.0.0.1:${NODE_PORT[$2]}" "$2-bsfg" "$3" "$4" "$5"; }
 
 # plant_config: plant-a. Its MES appends operational facts and stores batch reports; the IDMZ
 # fetches them (to-idmz); orders from the enterprise arrive in plant-inbox (pulled from the IDMZ).
@@ -70,7 +72,7 @@ fetch = [\"plant-inbox\"]
 identity = \"idmz-bsfg\"
 fetch = [\"to-idmz\"]
 get_objects = [\"batch-files\"]
-$(pull from-idmz idmz to-plant documents)"
+$(pull from-idmz idmz to-plant documents '"enterprise", "idmz"')"
 }
 
 # idmz_policy: the IDMZ's consumers and who may fetch from them (plant-a gets the documents,
@@ -115,7 +117,7 @@ get_objects = [\"batch-files\"]
 [[access]]
 identity = \"idmz-bsfg\"
 fetch = [\"to-idmz\"]
-$(pull from-idmz idmz to-enterprise operational)"
+$(pull from-idmz idmz to-enterprise operational '"plant-a", "idmz"')"
 }
 
 # start_zones ZONE...: for each zone, a nats-server with JetStream and a bsfg node serving

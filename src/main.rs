@@ -91,6 +91,15 @@ fn check_config(path: &Path) -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
+    for (i, pull) in config.pulls.iter().enumerate() {
+        if pull.accept_from_zones.is_none() {
+            eprintln!(
+                "{}: warning: pulls[{i}].accept_from_zones is not set: pull {:?} accepts facts from any zone its peer relays",
+                path.display(),
+                pull.name
+            );
+        }
+    }
     println!(
         "{}: ok (zone {}, listen {}, {} consumers, {} buckets, {} identities)",
         path.display(),
@@ -295,23 +304,33 @@ async fn run(
         metrics,
     });
     // 7. Pull from the neighbours this node receives from (SPEC §6).
-    if let Err(e) = replicate::start_pulls(&node) {
-        tracing::error!(error = %e, "cannot set up the pulls");
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    let pulls = match replicate::start_pulls(&node) {
+        Ok(pulls) => pulls,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the pulls");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(rpc::server::serve(
-        listener, tls_config, node, stopped, drain,
+        listener,
+        tls_config,
+        node.clone(),
+        stopped,
+        drain,
     ));
     tracing::info!(zone = %config.zone, listen = %local, "bsfg node serving");
-    ops::notify::ready(&format!(
+    let serving = format!(
         "serving zone {} on {local}, {} pulls, sandbox {}",
         config.zone,
         config.pulls.len(),
         sandbox.as_ref().map_or("OFF", |r| r.landlock)
-    ));
+    );
+    ops::notify::ready(&serving);
+    // STATUS= refreshed every 2 s: pulls up/down and backlog (SPEC §7).
+    tokio::spawn(replicate::status_line::refresh(node, pulls, serving));
     // 9. Wait for SIGTERM or SIGINT, then drain with a deadline.
     wait_for_stop_signal().await;
     tracing::info!("stop requested");

@@ -190,3 +190,41 @@ fn check_config_refuses_memory_storage_where_facts_must_be_durable() {
     assert!(!stderr.contains("categories.telemetry"), "{stderr}");
     assert!(stderr.contains(": 3 problems"), "{stderr}");
 }
+
+#[test]
+fn check_config_warns_about_a_pull_that_accepts_any_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let (code, _, stderr) = bsfg(&[
+        "dev-pki",
+        "--out",
+        pki.to_str().expect("path"),
+        "--zone",
+        "idmz",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let pull = |name: &str, accept: &str| {
+        format!(
+            "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://127.0.0.1:9444\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"to-idmz\"\ncategory = \"operational\"\n{accept}"
+        )
+    };
+    let config = format!(
+        "zone = \"idmz\"\n[listen]\naddress = \"127.0.0.1:0\"\n[tls]\ncertificate = \"{p}/idmz-bsfg.pem\"\nprivate_key = \"{p}/idmz-bsfg.key\"\nclient_ca = \"{p}/ca.pem\"\n{}{}",
+        pull("open", ""),
+        pull("strict", "accept_from_zones = [\"plant-a\"]\n"),
+        p = pki.display()
+    );
+    let path = dir.path().join("bsfg.toml");
+    std::fs::write(&path, &config).expect("write");
+    let (code, stdout, stderr) = bsfg(&["check-config", "--config", path.to_str().expect("path")]);
+    assert_eq!(
+        code, 0,
+        "a missing accept_from_zones is a warning: {stderr}"
+    );
+    assert!(stdout.contains("ok"), "{stdout}");
+    assert!(
+        stderr.contains("warning: pulls[0].accept_from_zones is not set: pull \"open\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("pulls[1]"), "{stderr}");
+}

@@ -16,6 +16,20 @@ fn ago(unix_ms: i64) -> String {
     }
 }
 
+/// `2026-12-03T07:45:12Z`, or `never`.
+fn utc(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return "never".into();
+    }
+    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{unix_ms} ms since the epoch"))
+}
+
 pub fn print_status(path: &Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -81,8 +95,9 @@ pub fn print_status(path: &Path) -> ExitCode {
             None => println!("  {name:<24} no status recorded yet (is the node running?)"),
             Some(s) => {
                 println!(
-                    "  {name:<24} {:<9} peer {}  consumer {}  cursor {}  high watermark {}  lag {} facts / {:.3} s  last success {}",
+                    "  {name:<24} {:<9} peer {} {}  consumer {}  cursor {}  high watermark {}  lag {} facts / {:.3} s  last success {}",
                     s.state,
+                    if s.peer_up { "up" } else { "DOWN" },
                     s.peer,
                     s.consumer,
                     s.cursor,
@@ -99,7 +114,17 @@ pub fn print_status(path: &Path) -> ExitCode {
                         s.last_error
                     );
                 }
-                unhealthy |= s.state == "stopped" || s.lag_seconds > 1.0;
+                if !s.peer_up && s.state != "running" {
+                    println!(
+                        "  {:<24} ALERT no successful exchange with the peer since {} (last success {})",
+                        "",
+                        utc(s.last_success_unix_ms),
+                        ago(s.last_success_unix_ms)
+                    );
+                }
+                unhealthy |= s.state == "stopped"
+                    || s.lag_seconds > 1.0
+                    || (!s.peer_up && s.state != "running");
             }
         }
     }

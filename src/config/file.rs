@@ -45,8 +45,13 @@ pub struct PullSection {
     pub peer_identity: String,
     /// The durable consumer on the peer this node reads.
     pub consumer: String,
-    /// The local category the facts are appended to.
+    /// The category this pull keeps: the category of the peer's consumer. Pulled facts are stored
+    /// in their own category; one in another category stops the pull.
     pub category: String,
+    /// Origin zones (`from_zone`) this peer may relay, e.g. `["plant-a"]`. Left out: any zone,
+    /// with a warning at start (configs written before the key existed).
+    #[serde(default)]
+    pub accept_from_zones: Option<Vec<String>>,
     /// Facts asked for per FetchFacts call.
     #[serde(default = "default_page_size")]
     pub page_size: u32,

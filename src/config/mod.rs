@@ -8,6 +8,7 @@
 mod durability;
 mod duration;
 mod file;
+mod pull_origin;
 mod validate;
 
 pub use duration::parse_duration;
@@ -47,6 +48,8 @@ pub struct PullSpec {
     pub peer_identity: String,
     pub consumer: String,
     pub category: Category,
+    /// Origin zones this peer may relay; `None` accepts any (the key was left out).
+    pub accept_from_zones: Option<Vec<String>>,
     pub page_size: u32,
     pub idle_wait: Duration,
 }

@@ -6,7 +6,7 @@
 use super::{
     AccessPolicy, BucketSpec, CategoryPolicy, Config, ConfigError, ConfigProblem, ConsumerSpec,
     Grants, Limits, NatsSettings, PullSpec, ReplicationSettings, TlsFiles, durability,
-    file::CategorySection, file::ConfigFile, parse_duration,
+    file::CategorySection, file::ConfigFile, parse_duration, pull_origin,
 };
 use crate::fact::{Category, is_zone_name};
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
@@ -180,6 +180,7 @@ fn validate_pulls(p: &mut Problems, file: &ConfigFile) -> Vec<PullSpec> {
             peer_identity: pull.peer_identity.clone(),
             consumer: pull.consumer.clone(),
             category,
+            accept_from_zones: pull_origin::accept_from_zones(p, i, &pull.accept_from_zones),
             page_size: pull.page_size,
             idle_wait: p.duration(&key("idle_wait"), &pull.idle_wait),
         });

@@ -13,8 +13,11 @@
 //! Limits: one page at a time per pull (no pipelining yet); artifacts are held in memory while
 //! they are fetched (bounded by the request limit per chunk and the reference's size).
 
+pub mod boundary;
+mod error;
 pub mod peer;
 pub mod status;
+pub mod status_line;
 
 use crate::{
     config::{Config, PullSpec},
@@ -24,6 +27,7 @@ use crate::{
     rpc::client::ClientError,
     store::{NewFact, Store, StoreError},
 };
+pub use error::PullError;
 use peer::Peer;
 use sha2::{Digest, Sha256};
 use status::{PullStatus, now_unix_ms};
@@ -32,60 +36,20 @@ use std::{
     time::Duration,
 };
 
+/// A pull's status, shared by its loop, the once-a-second recorder and the `STATUS=` line.
+pub type SharedPullStatus = Arc<Mutex<PullStatus>>;
+
+/// How long past its long poll a running pull may go without a success before its lag grows.
+const STALL_MARGIN: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-
-/// Why a page could not be replicated.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PullError {
-    #[error("peer: {0}")]
-    Peer(#[from] ClientError),
-    #[error("local store: {0}")]
-    Store(#[from] StoreError),
-    #[error("conflicting duplicate: {0}")]
-    Conflict(String),
-    #[error("artifact {key:?}: {problem}")]
-    Artifact { key: String, problem: String },
-    #[error("the peer sent an invalid fact at offset {offset}: {problem}")]
-    Invalid { offset: u64, problem: String },
-    #[error(
-        "the peer's offsets went backwards (offset {got} after confirming {confirmed}): was its stream recreated?"
-    )]
-    Regressed { got: u64, confirmed: u64 },
-}
-
-impl PullError {
-    /// Errors that need an operator: the pull stops instead of retrying.
-    pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            PullError::Conflict(_)
-                | PullError::Artifact { .. }
-                | PullError::Invalid { .. }
-                | PullError::Regressed { .. }
-        )
-    }
-
-    fn kind(&self) -> &'static str {
-        match self {
-            PullError::Peer(ClientError::WrongPeer { .. }) => "wrong_peer",
-            PullError::Peer(e) if e.code() == Some("permission_denied") => "permission_denied",
-            PullError::Peer(_) => "peer",
-            PullError::Store(_) => "store",
-            PullError::Conflict(_) => "conflict",
-            PullError::Artifact { .. } => "artifact",
-            PullError::Invalid { .. } => "invalid",
-            PullError::Regressed { .. } => "regressed",
-        }
-    }
-}
 
 pub struct PullLoop<S, P> {
     pub spec: PullSpec,
     store: Arc<S>,
     peer: P,
     metrics: Arc<Metrics>,
-    status: Arc<Mutex<PullStatus>>,
+    status: SharedPullStatus,
     max_fact_bytes: usize,
     confirm_delay: Duration,
 }
@@ -109,6 +73,9 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             peer: format!("{} ({})", spec.peer_url, spec.peer_identity),
             consumer: spec.consumer.clone(),
             state: "running".into(),
+            started_unix_ms: now_unix_ms(),
+            stale_after_ms: i64::try_from((spec.idle_wait + STALL_MARGIN).as_millis())
+                .unwrap_or(i64::MAX),
             ..Default::default()
         };
         PullLoop {
@@ -122,7 +89,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         }
     }
 
-    pub fn status(&self) -> Arc<Mutex<PullStatus>> {
+    pub fn status(&self) -> SharedPullStatus {
         self.status.clone()
     }
 
@@ -131,6 +98,9 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         let mut backoff = BACKOFF_START;
         self.restore().await;
         tracing::info!(pull = %self.spec.name, peer = %self.spec.peer_url, consumer = %self.spec.consumer, cursor = lock(&self.status).cursor, "pull started");
+        if self.spec.accept_from_zones.is_none() {
+            tracing::warn!(pull = %self.spec.name, peer = %self.spec.peer_url, "accept_from_zones is not set: this pull accepts facts from any zone the peer relays; name the origin zones (e.g. accept_from_zones = [\"plant-a\"]) so a compromised peer cannot forge another zone's facts");
+        }
         loop {
             match self.step().await {
                 Ok(_) => backoff = BACKOFF_START,
@@ -172,8 +142,12 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             status.lag_facts = recorded.high_watermark.saturating_sub(recorded.cursor);
             status.facts_replicated = recorded.facts_replicated;
             status.artifacts_replicated = recorded.artifacts_replicated;
-            status.export(&self.metrics);
+            // An outage that spans a restart still counts from the last success before it.
+            status.last_success_unix_ms = recorded.last_success_unix_ms;
+            status.lag_seconds = recorded.lag_seconds_at_success;
+            status.lag_seconds_at_success = recorded.lag_seconds_at_success;
         }
+        status.export(&self.metrics);
     }
 
     fn record_error(&self, error: &PullError, state: &str) {
@@ -189,6 +163,10 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         status.last_error = error.to_string();
         status.last_error_unix_ms = now_unix_ms();
         status.state = state.to_string();
+        if matches!(error, PullError::Peer(_)) {
+            status.peer_up = false;
+        }
+        status.refresh(now_unix_ms());
         status.export(&self.metrics);
     }
 
@@ -217,8 +195,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             if status.lag_facts == 0 {
                 status.lag_seconds = 0.0;
             }
-            status.last_success_unix_ms = now_unix_ms();
-            status.state = "running".into();
+            status.succeeded(now_unix_ms());
             status.export(&self.metrics);
             return Ok(0);
         };
@@ -231,6 +208,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
                 confirmed,
             });
         }
+        boundary::check_page(&self.spec, &page.facts)?;
         let mut artifacts = 0;
         for (expected, stored) in (first..).zip(&page.facts) {
             if stored.offset != expected {
@@ -253,8 +231,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         status.lag_seconds = (now_unix_ms() - last_appended_at).max(0) as f64 / 1000.0;
         status.facts_replicated += page.facts.len() as u64;
         status.artifacts_replicated += artifacts;
-        status.last_success_unix_ms = now_unix_ms();
-        status.state = "running".into();
+        status.succeeded(now_unix_ms());
         status.export(&self.metrics);
         Ok(page.facts.len())
     }
@@ -264,7 +241,8 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         let request = AppendFactRequest {
             envelope: stored.envelope.clone(),
             fact: stored.fact.clone(),
-            category: self.spec.category.to_wire() as i32,
+            // The fact's own category (checked by `boundary::check_page`), never the pull's.
+            category: stored.category,
         };
         let (category, envelope, fact) =
             validate_append(&request, self.max_fact_bytes).map_err(|e| PullError::Invalid {
@@ -377,9 +355,12 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
     }
 }
 
-/// Starts every configured pull on the runtime, and a task that records their status in the
-/// store once a second for `bsfg status`.
-pub fn start_pulls<S: Store>(node: &Arc<crate::rpc::Node<S>>) -> Result<(), ClientError> {
+/// Starts every configured pull on the runtime, and a task that once a second refreshes their
+/// lag (it grows during an outage) and records their status in the store for `bsfg status`.
+/// Returns the pulls' shared status, for the `STATUS=` line (`status_line`).
+pub fn start_pulls<S: Store>(
+    node: &Arc<crate::rpc::Node<S>>,
+) -> Result<Vec<SharedPullStatus>, ClientError> {
     let config = &node.config;
     let mut statuses = Vec::new();
     for spec in &config.pulls {
@@ -405,14 +386,25 @@ pub fn start_pulls<S: Store>(node: &Arc<crate::rpc::Node<S>>) -> Result<(), Clie
         tokio::spawn(pull.run());
     }
     if statuses.is_empty() {
-        return Ok(());
+        return Ok(statuses);
     }
     let store = node.store.clone();
+    let metrics = node.metrics.clone();
+    let shared = statuses.clone();
     tokio::spawn(async move {
         let mut last: Vec<PullStatus> = Vec::new();
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let now: Vec<PullStatus> = statuses.iter().map(|s| lock(s).clone()).collect();
+            let now_ms = now_unix_ms();
+            let now: Vec<PullStatus> = statuses
+                .iter()
+                .map(|s| {
+                    let mut status = lock(s);
+                    status.refresh(now_ms);
+                    status.export(&metrics);
+                    status.clone()
+                })
+                .collect();
             for status in now.iter().filter(|s| !last.contains(s)) {
                 if let Ok(json) = serde_json::to_vec(status)
                     && let Err(e) = store.put_status(&status.pull, json).await
@@ -423,7 +415,7 @@ pub fn start_pulls<S: Store>(node: &Arc<crate::rpc::Node<S>>) -> Result<(), Clie
             last = now;
         }
     });
-    Ok(())
+    Ok(shared)
 }
 
 /// 50–100 % of `base`, so many pulls retrying at once do not synchronize.

@@ -347,3 +347,74 @@ fn retry_waits_are_jittered_within_half_to_full_backoff() {
     assert!(distinct.len() > 20, "{} distinct waits", distinct.len());
     assert!(super::BACKOFF_CAP <= Duration::from_secs(10));
 }
+
+/// How many facts `store` holds in `category`.
+async fn stored_in(store: &MemoryStore, category: Category) -> u64 {
+    let spec = crate::config::ConsumerSpec {
+        name: "x".into(),
+        category,
+        max_ack_pending: 100,
+    };
+    store.cursor(&spec).await.map(|c| c.1).unwrap_or(0)
+}
+
+#[test]
+fn a_fact_in_a_category_the_pull_does_not_keep_stops_it_before_any_append() {
+    for category in [99, Category::Audit.to_wire() as i32, 0] {
+        let peer = Arc::new(ScriptedPeer::default());
+        let mut odd = stored(2, "b", "2", "");
+        odd.category = category;
+        peer.pages
+            .lock()
+            .expect("lock")
+            .push_back(page(vec![stored(1, "a", "1", ""), odd]));
+        let (pull, store) = pull(peer.clone());
+        run(async {
+            let err = pull.step().await.expect_err("category");
+            assert!(
+                matches!(err, PullError::Category { offset: 2, .. }) && err.is_fatal(),
+                "{err}"
+            );
+            for c in Category::ALL {
+                assert_eq!(stored_in(&store, c).await, 0, "nothing of the page in {c}");
+            }
+        });
+        assert!(peer.confirms.lock().expect("lock").is_empty());
+    }
+}
+
+#[test]
+fn a_fact_from_a_zone_the_pull_does_not_accept_stops_it_before_any_append() {
+    let peer = Arc::new(ScriptedPeer::default());
+    let mut forged = stored(2, "forged", "2", "");
+    if let Some(e) = forged.envelope.as_mut() {
+        e.from_zone = "enterprise".into();
+    }
+    peer.pages
+        .lock()
+        .expect("lock")
+        .push_back(page(vec![stored(1, "a", "1", ""), forged]));
+    let config = Config::parse(
+        Path::new("t.toml"),
+        &format!("{CONFIG}accept_from_zones = [\"plant-a\"]\n"),
+    )
+    .expect("config");
+    let store = Arc::new(MemoryStore::default());
+    let pull = PullLoop::new(
+        config.pulls[0].clone(),
+        &config,
+        store.clone(),
+        peer.clone(),
+        Default::default(),
+    );
+    run(async {
+        let err = pull.step().await.expect_err("forged origin");
+        assert!(
+            matches!(&err, PullError::Origin { offset: 2, from_zone, .. } if from_zone == "enterprise")
+                && err.is_fatal(),
+            "{err}"
+        );
+        assert_eq!(stored_in(&store, Category::Operational).await, 0);
+    });
+    assert!(peer.confirms.lock().expect("lock").is_empty());
+}
