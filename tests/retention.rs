@@ -56,6 +56,47 @@ fn safety_critical_category_refuses_appends_from_80_percent_fill() {
     );
 }
 
+#[test]
+fn a_retry_of_a_stored_fact_is_a_duplicate_even_when_the_category_is_full() {
+    // SPEC §2: the duplicate check comes before backpressure, so a pull retrying into a full
+    // safety-critical category does not wedge.
+    let zone = Zone::start_with(ZoneOptions {
+        extra_toml: "[categories.audit]\nsafety_critical = true\nmax_bytes = 20000\n".into(),
+        ..Default::default()
+    });
+    let mes = zone.curl(PRODUCER);
+    let mut accepted = 0;
+    loop {
+        let reply = mes.append(&fact(&format!("audit-{accepted}"), "CATEGORY_AUDIT", 400));
+        if reply.status != 200 {
+            assert_eq!(reply.code(), "resource_exhausted");
+            break;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "the category never filled");
+    }
+    for (i, id) in ["audit-0", &format!("audit-{}", accepted - 1)]
+        .iter()
+        .enumerate()
+    {
+        let retry = mes.append(&fact(id, "CATEGORY_AUDIT", 400));
+        assert_eq!(retry.status, 200, "retry of {id}: {:?}", retry.json());
+        assert_eq!(retry.json()["duplicate"], true);
+        let expected = if i == 0 { 1 } else { accepted };
+        assert_eq!(retry.json()["offset"], expected.to_string());
+    }
+    // A conflicting duplicate is still a conflict, not backpressure.
+    assert_eq!(
+        mes.append(&fact("audit-0", "CATEGORY_AUDIT", 401)).code(),
+        "already_exists"
+    );
+    // A new fact is still refused.
+    assert_eq!(
+        mes.append(&fact("audit-new", "CATEGORY_AUDIT", 400)).code(),
+        "resource_exhausted"
+    );
+}
+
 /// (first sequence, last sequence, bytes) of a stream.
 fn stream_bounds(zone: &Zone, stream: &str) -> (u64, u64, u64) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -6,9 +6,13 @@ use crate::fact::Category;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "message_id {message_id:?} is already stored at offset {offset} with different content"
+        "message_id {message_id:?} is already stored in category {category} at offset {offset} with different content"
     )]
-    Conflict { message_id: String, offset: u64 },
+    Conflict {
+        message_id: String,
+        category: Category,
+        offset: u64,
+    },
     #[error(
         "category {category} is {percent:.1}% full and safety-critical: new facts are refused until consumers catch up or retention is raised"
     )]

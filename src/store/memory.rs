@@ -15,8 +15,8 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 #[derive(Default)]
 struct State {
     facts: BTreeMap<Category, Vec<StoredFact>>,
-    /// (category, message_id) → (offset, content hash)
-    index: BTreeMap<(Category, String), (u64, [u8; 32])>,
+    /// message_id → (category, offset, content hash)
+    index: BTreeMap<String, (Category, u64, [u8; 32])>,
     /// consumer → (cursor, fetched)
     cursors: BTreeMap<String, (u64, u64)>,
     objects: BTreeMap<(String, String), (ObjectInfo, Bytes)>,
@@ -40,16 +40,19 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn append(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
         let mut state = self.state();
-        let key = (new.category, new.envelope.message_id.clone());
-        if let Some((offset, hash)) = state.index.get(&key) {
+        // The key is the node's: the same message id in any category (SPEC §2).
+        let key = new.envelope.message_id.clone();
+        if let Some((category, offset, hash)) = state.index.get(&key) {
             return if *hash == new.content_hash {
                 Ok(Appended {
                     offset: *offset,
+                    category: *category,
                     duplicate: true,
                 })
             } else {
                 Err(StoreError::Conflict {
-                    message_id: key.1,
+                    message_id: key,
+                    category: *category,
                     offset: *offset,
                 })
             };
@@ -63,9 +66,12 @@ impl Store for MemoryStore {
             fact: Some(new.fact.clone()),
             appended_at_unix_ms: 1,
         });
-        state.index.insert(key, (offset, new.content_hash));
+        state
+            .index
+            .insert(key, (new.category, offset, new.content_hash));
         Ok(Appended {
             offset,
+            category: new.category,
             duplicate: false,
         })
     }
