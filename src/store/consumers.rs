@@ -13,6 +13,10 @@
 //! - Facts after the cursor that retention already evicted are reported as a gap (`data_loss`),
 //!   never skipped; only an operator's `bsfg skip-gap` moves the cursor past one (`gap.rs`).
 //!
+//! - A long poll waits for a first fact without holding the consumer's lock; the lock is taken
+//!   only to read the page and record the fetched mark, so metrics and confirms never wait behind
+//!   a waiting fetch.
+//!
 //! Limits: if the node dies between pulling and acking in a confirm, those deliveries stay in
 //! flight for the consumer's ack wait (5 s); a confirm meanwhile answers `InFlight` (retry).
 
@@ -135,27 +139,16 @@ impl JetStreamStore {
         max_wait: Duration,
     ) -> Result<Page, StoreError> {
         let handle = self.consumer(spec)?;
+        // Wait without holding the consumer's lock: metrics, status and confirms take it, and
+        // must never wait behind a long poll (SPEC §7).
+        self.wait_for_facts(spec, max_wait).await?;
         let mut marks = handle.marks.lock().await;
-        // Subscribe before reading the stream so an append in between still wakes us.
-        let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
         let mut cursor = self.ack_floor(spec).await?.max(marks.confirmed);
-        let mut state = self.stream_state(spec.category).await?;
+        let state = self.stream_state(spec.category).await?;
         if gap_in(cursor, &state).is_some() {
             // An operator may have moved the cursor past this gap (`bsfg skip-gap`, another
             // process) since this node last read the mark.
             cursor = cursor.max(self.reload_confirmed(spec, &mut marks).await?);
-        }
-        let deadline = Instant::now() + max_wait;
-        while state.last_sequence <= cursor && Instant::now() < deadline {
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(LONG_POLL_RECHECK);
-            if let Some(rx) = appended.as_mut() {
-                let _ = tokio::time::timeout(wait, rx.changed()).await;
-            } else {
-                tokio::time::sleep(wait).await;
-            }
-            state = self.stream_state(spec.category).await?;
         }
         if let Some(gap) = gap_in(cursor, &state) {
             return Err(StoreError::Gap {
@@ -191,6 +184,37 @@ impl JetStreamStore {
             facts,
             high_watermark: state.last_sequence,
         })
+    }
+
+    /// Returns once a fact follows the consumer's cursor, or when `max_wait` has passed. Takes
+    /// the consumer's lock only for an instant, to read the confirmed mark.
+    async fn wait_for_facts(
+        &self,
+        spec: &ConsumerSpec,
+        max_wait: Duration,
+    ) -> Result<(), StoreError> {
+        if max_wait.is_zero() {
+            return Ok(());
+        }
+        let handle = self.consumer(spec)?;
+        // Subscribe before reading the stream so an append in between still wakes us.
+        let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
+        let confirmed = handle.marks.lock().await.confirmed;
+        let cursor = self.ack_floor(spec).await?.max(confirmed);
+        let mut state = self.stream_state(spec.category).await?;
+        let deadline = Instant::now() + max_wait;
+        while state.last_sequence <= cursor && Instant::now() < deadline {
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(LONG_POLL_RECHECK);
+            if let Some(rx) = appended.as_mut() {
+                let _ = tokio::time::timeout(wait, rx.changed()).await;
+            } else {
+                tokio::time::sleep(wait).await;
+            }
+            state = self.stream_state(spec.category).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn confirm_offset(
