@@ -299,6 +299,12 @@ async fn run(
         tracing::error!(error = %e, "cannot set up the pulls");
         return ExitCode::from(EXIT_CONFIG);
     }
+    // 7b. Watch retention pass consumers' cursors, independent of fetches (SPEC §3).
+    tokio::spawn(bsfg::store::eviction::watch(
+        node.store.clone(),
+        config.clone(),
+        node.metrics.clone(),
+    ));
     // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -22,14 +22,17 @@
 
 use super::{
     Page, StoreError,
-    gap::gap_in,
+    gap::gap_at,
     jetstream::{
         ConsumerMarks, JetStreamStore, confirmed_key, fetched_key, read_mark, unavailable,
     },
 };
 use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
 use async_nats::jetstream::{self, AckKind};
-use futures::{StreamExt, future::try_join_all};
+use futures::{
+    StreamExt,
+    future::{join_all, try_join_all},
+};
 use prost::Message;
 use std::time::{Duration, Instant};
 
@@ -145,12 +148,19 @@ impl JetStreamStore {
         let mut marks = handle.marks.lock().await;
         let mut cursor = self.ack_floor(spec).await?.max(marks.confirmed);
         let state = self.stream_state(spec.category).await?;
-        if gap_in(cursor, &state).is_some() {
+        let stream = self.stream(spec.category)?;
+        let subjects = spec.category.subject_filter();
+        let mut gap = gap_at(stream, &subjects, cursor, &state).await?;
+        if gap.is_some() {
             // An operator may have moved the cursor past this gap (`bsfg skip-gap`, another
             // process) since this node last read the mark.
-            cursor = cursor.max(self.reload_confirmed(spec, &mut marks).await?);
+            let recorded = self.reload_confirmed(spec, &mut marks).await?;
+            if recorded > cursor {
+                cursor = recorded;
+                gap = gap_at(stream, &subjects, cursor, &state).await?;
+            }
         }
-        if let Some(gap) = gap_in(cursor, &state) {
+        if let Some(gap) = gap {
             return Err(StoreError::Gap {
                 consumer: spec.name.clone(),
                 from: gap.from,
@@ -158,21 +168,27 @@ impl JetStreamStore {
             });
         }
         let end = state.last_sequence.min(cursor + u64::from(limit));
-        let stream = self.stream(spec.category)?;
-        let messages = try_join_all((cursor + 1..=end).map(|seq| stream.direct_get(seq)))
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::stream::DirectGetErrorKind::NotFound => StoreError::Gap {
+        let results = join_all((cursor + 1..=end).map(|seq| stream.direct_get(seq))).await;
+        // The page ends before a hole in the stream; the next page reports it as a gap.
+        let mut facts = Vec::with_capacity(results.len());
+        for result in results {
+            match result {
+                Ok(message) => facts.push(decode(&message, spec.category)?),
+                Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(unavailable("reading facts", e)),
+            }
+        }
+        if facts.is_empty() && end > cursor {
+            // Evicted or deleted between the gap check and the read.
+            let state = self.stream_state(spec.category).await?;
+            if let Some(gap) = gap_at(stream, &subjects, cursor, &state).await? {
+                return Err(StoreError::Gap {
                     consumer: spec.name.clone(),
-                    from: cursor + 1,
-                    to: end,
-                },
-                _ => unavailable("reading facts", e),
-            })?;
-        let facts = messages
-            .iter()
-            .map(|m| decode(m, spec.category))
-            .collect::<Result<Vec<_>, _>>()?;
+                    from: gap.from,
+                    to: gap.to,
+                });
+            }
+        }
         // Only what the response will carry counts as fetched (SPEC §4).
         let facts = super::within_budget(facts, max_bytes);
         let end = facts.last().map_or(cursor, |f| f.offset);

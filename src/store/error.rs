@@ -26,7 +26,7 @@ pub enum StoreError {
         fetched: u64,
     },
     #[error(
-        "facts {from}..={to} after the cursor of consumer {consumer:?} were evicted before they were confirmed; an operator may move the cursor past them with `bsfg skip-gap`, which records an audit fact"
+        "offsets {from} to {to} after the cursor of consumer {consumer:?} are gone from the stream (evicted or deleted) before they were confirmed; an operator may move the cursor past them with `bsfg skip-gap`, which records an audit fact"
     )]
     Gap {
         consumer: String,

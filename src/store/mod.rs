@@ -9,6 +9,7 @@
 mod append;
 mod consumers;
 mod error;
+pub mod eviction;
 pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
