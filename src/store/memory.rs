@@ -216,3 +216,60 @@ impl Store for MemoryStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Envelope, Fact};
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map(|rt| rt.block_on(future))
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+    }
+
+    #[test]
+    fn the_key_is_the_nodes_across_categories() {
+        let store = MemoryStore::default();
+        let envelope = Envelope {
+            message_id: "m-1".into(),
+            ..Default::default()
+        };
+        let fact = Fact {
+            subject: "batch:B-1".into(),
+            ..Default::default()
+        };
+        let new = |category, content_hash| NewFact {
+            category,
+            envelope: &envelope,
+            fact: &fact,
+            content_hash,
+        };
+        run(async {
+            let first = store.append(new(Category::Operational, [1; 32])).await;
+            assert_eq!(first.map(|a| (a.offset, a.duplicate)), Ok((1, false)));
+            let same = store.append(new(Category::Audit, [1; 32])).await;
+            assert_eq!(
+                same,
+                Ok(Appended {
+                    offset: 1,
+                    category: Category::Operational,
+                    duplicate: true
+                })
+            );
+            let other = store.append(new(Category::Audit, [2; 32])).await;
+            assert!(
+                matches!(
+                    other,
+                    Err(StoreError::Conflict {
+                        category: Category::Operational,
+                        offset: 1,
+                        ..
+                    })
+                ),
+                "{other:?}"
+            );
+        });
+    }
+}
