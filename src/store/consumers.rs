@@ -36,6 +36,8 @@ use futures::{
 use prost::Message;
 use std::time::{Duration, Instant};
 
+/// How many facts a page reads from the stream at once (concurrent direct gets).
+const READ_BATCH: u64 = 16;
 /// How often a long poll re-reads the stream in case someone else appended.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
 
@@ -168,15 +170,27 @@ impl JetStreamStore {
             });
         }
         let end = state.last_sequence.min(cursor + u64::from(limit));
-        let results = join_all((cursor + 1..=end).map(|seq| stream.direct_get(seq))).await;
-        // The page ends before a hole in the stream; the next page reports it as a gap.
-        let mut facts = Vec::with_capacity(results.len());
-        for result in results {
-            match result {
-                Ok(message) => facts.push(decode(&message, spec.category)?),
-                Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(unavailable("reading facts", e)),
+        // Read in batches, and no further than the response budget can carry. The page ends
+        // before a hole in the stream; the next page reports it as a gap.
+        let mut facts = Vec::new();
+        let mut read_bytes = 0usize;
+        let mut next = cursor + 1;
+        'read: while next <= end && read_bytes <= max_bytes {
+            let last = end.min(next + READ_BATCH - 1);
+            let results = join_all((next..=last).map(|seq| stream.direct_get(seq))).await;
+            for result in results {
+                match result {
+                    Ok(message) => {
+                        read_bytes += message.payload.len();
+                        facts.push(decode(&message, spec.category)?);
+                    }
+                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+                        break 'read;
+                    }
+                    Err(e) => return Err(unavailable("reading facts", e)),
+                }
             }
+            next = last + 1;
         }
         if facts.is_empty() && end > cursor {
             // Evicted or deleted between the gap check and the read.
