@@ -9,7 +9,8 @@
 //!   subject kind. JetStream refuses a second message under that key atomically; the node then
 //!   reads the stored one with a direct get and compares its `Bsfg-Content-Hash` header.
 //!   (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets after its window and treats
-//!   different payloads under one id as plain duplicates.)
+//!   different payloads under one id as plain duplicates.) Before that, `append.rs` makes the key
+//!   the node's: the id is looked up in every category, before the backpressure check.
 //! - Durable pull consumers with `AckPolicy::All` carry each cursor (their ack floor, visible in
 //!   `nats consumer info`); reading a page never touches them (see `consumers.rs`).
 //!
