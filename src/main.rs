@@ -311,6 +311,12 @@ async fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // 7b. Watch retention pass consumers' cursors, independent of fetches (SPEC §3).
+    tokio::spawn(bsfg::store::eviction::watch(
+        node.store.clone(),
+        config.clone(),
+        node.metrics.clone(),
+    ));
     // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -159,3 +159,92 @@ fn idempotency_survives_restarts() {
         "already_exists"
     );
 }
+
+/// `append_json` with a category (`CATEGORY_AUDIT`, ...).
+fn in_category(message_id: &str, object_json: &str, category: &str) -> String {
+    let mut body: serde_json::Value =
+        serde_json::from_str(&append_json(message_id, "plant-a", object_json)).expect("json");
+    body["category"] = category.into();
+    body.to_string()
+}
+
+/// Facts stored in each category stream, operational then audit.
+fn stored(zone: &Zone) -> (u64, u64) {
+    let url = zone.nats.url();
+    (
+        common::js::last_sequence(&url, "facts_operational"),
+        common::js::last_sequence(&url, "facts_audit"),
+    )
+}
+
+#[test]
+fn the_key_is_the_nodes_across_categories() {
+    // SPEC §2: the same message id appended to another category is the same fact (same content:
+    // the original offset and category, as a duplicate) or a conflict (other content).
+    let zone = Zone::start();
+    let mes = zone.curl(PRODUCER);
+    let first = mes.append(&in_category("x-1", "{\"v\":1}", "CATEGORY_OPERATIONAL"));
+    assert_eq!(first.json(), serde_json::json!({"offset": "1"}));
+
+    let same = mes.append(&in_category("x-1", "{\"v\":1}", "CATEGORY_AUDIT"));
+    assert_eq!(
+        same.json(),
+        serde_json::json!({"offset": "1", "duplicate": true, "category": "CATEGORY_OPERATIONAL"}),
+        "the original offset and category"
+    );
+    let other = mes.append(&in_category("x-1", "{\"v\":2}", "CATEGORY_AUDIT"));
+    assert_eq!(other.status, 409, "{:?}", other.json());
+    assert_eq!(other.code(), "already_exists");
+    let message = other.json()["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.contains("x-1") && message.contains("operational"),
+        "{message}"
+    );
+    assert_eq!(stored(&zone), (1, 0), "nothing was written into audit");
+}
+
+#[test]
+fn concurrent_appends_of_one_id_with_different_content_store_one() {
+    // 16 callers, each with its own content, half of them into another category: exactly one is
+    // stored, every other one is refused as a conflicting duplicate.
+    let zone = Zone::start();
+    let mes = zone.curl(PRODUCER);
+    let bodies: Vec<String> = (0..16)
+        .map(|i| {
+            let category = if i % 2 == 0 {
+                "CATEGORY_OPERATIONAL"
+            } else {
+                "CATEGORY_AUDIT"
+            };
+            in_category("race-x", &format!("{{\"caller\":{i}}}"), category)
+        })
+        .collect();
+    let replies: Vec<(u16, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|body| {
+                let mes = &mes;
+                s.spawn(move || {
+                    let reply = mes.append(body);
+                    (reply.status, reply.code())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let written = replies.iter().filter(|(status, _)| *status == 200).count();
+    let conflicts = replies
+        .iter()
+        .filter(|(_, code)| code == "already_exists")
+        .count();
+    assert_eq!((written, conflicts), (1, 15), "{replies:?}");
+    let (operational, audit) = stored(&zone);
+    assert_eq!(
+        operational + audit,
+        1,
+        "exactly one fact stored: {replies:?}"
+    );
+}

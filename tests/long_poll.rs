@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{PEER, PRODUCER, Zone, append_json, clients::offsets};
+use common::{OPERATOR, PEER, PRODUCER, Zone, append_json, clients::offsets};
 use std::time::{Duration, Instant};
 
 fn long_fetch(
@@ -140,4 +140,43 @@ fn the_callers_timeout_bounds_the_call() {
         took < Duration::from_millis(3_000),
         "answered after {took:?}"
     );
+}
+
+/// Issue 8 item 2: operator reads never wait behind a long poll (SPEC §7), and neither does a
+/// confirm on the same consumer.
+#[test]
+fn metrics_and_confirms_answer_while_a_long_poll_waits() {
+    let zone = Zone::start();
+    std::thread::scope(|scope| {
+        // An idle consumer: the poll waits the server's whole cap (5 s here).
+        let poll = scope.spawn(|| long_fetch(&zone, "to-idmz", 10_000));
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        let metrics = zone.curl(OPERATOR).request("/metrics", &[], None);
+        let took = started.elapsed();
+        assert_eq!(metrics.status, 200, "{}", metrics.stderr);
+        let text = String::from_utf8_lossy(&metrics.body).to_string();
+        assert!(
+            text.contains("bsfg_frontier_offset{consumer=\"to-idmz\"}"),
+            "{text}"
+        );
+        assert!(
+            took < Duration::from_millis(500),
+            "GET /metrics took {took:?} behind a long poll"
+        );
+        let started = Instant::now();
+        let confirm = zone.curl(PEER).confirm("to-idmz", 0);
+        let took = started.elapsed();
+        assert_eq!(confirm.status, 200, "{:?}", confirm.json());
+        assert!(
+            took < Duration::from_millis(500),
+            "ConfirmReceipt took {took:?} behind a long poll"
+        );
+        let (reply, waited) = poll.join().expect("poll thread");
+        assert_eq!(reply.status, 200);
+        assert!(
+            waited >= Duration::from_secs(4),
+            "the poll really waited: {waited:?}"
+        );
+    });
 }

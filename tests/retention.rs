@@ -56,6 +56,47 @@ fn safety_critical_category_refuses_appends_from_80_percent_fill() {
     );
 }
 
+#[test]
+fn a_retry_of_a_stored_fact_is_a_duplicate_even_when_the_category_is_full() {
+    // SPEC §2: the duplicate check comes before backpressure, so a pull retrying into a full
+    // safety-critical category does not wedge.
+    let zone = Zone::start_with(ZoneOptions {
+        extra_toml: "[categories.audit]\nsafety_critical = true\nmax_bytes = 20000\n".into(),
+        ..Default::default()
+    });
+    let mes = zone.curl(PRODUCER);
+    let mut accepted = 0;
+    loop {
+        let reply = mes.append(&fact(&format!("audit-{accepted}"), "CATEGORY_AUDIT", 400));
+        if reply.status != 200 {
+            assert_eq!(reply.code(), "resource_exhausted");
+            break;
+        }
+        accepted += 1;
+        assert!(accepted < 100, "the category never filled");
+    }
+    for (i, id) in ["audit-0", &format!("audit-{}", accepted - 1)]
+        .iter()
+        .enumerate()
+    {
+        let retry = mes.append(&fact(id, "CATEGORY_AUDIT", 400));
+        assert_eq!(retry.status, 200, "retry of {id}: {:?}", retry.json());
+        assert_eq!(retry.json()["duplicate"], true);
+        let expected = if i == 0 { 1 } else { accepted };
+        assert_eq!(retry.json()["offset"], expected.to_string());
+    }
+    // A conflicting duplicate is still a conflict, not backpressure.
+    assert_eq!(
+        mes.append(&fact("audit-0", "CATEGORY_AUDIT", 401)).code(),
+        "already_exists"
+    );
+    // A new fact is still refused.
+    assert_eq!(
+        mes.append(&fact("audit-new", "CATEGORY_AUDIT", 400)).code(),
+        "resource_exhausted"
+    );
+}
+
 /// (first sequence, last sequence, bytes) of a stream.
 fn stream_bounds(zone: &Zone, stream: &str) -> (u64, u64, u64) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -118,7 +159,7 @@ fn facts_evicted_before_confirmation_are_data_loss_not_skipped() {
     assert_eq!(reply.status, 500);
     let message = reply.json()["message"].as_str().unwrap_or("").to_string();
     assert!(
-        message.contains("1..=3"),
+        message.contains("offsets 1 to 3"),
         "the message names the missing offsets: {message}"
     );
 }
@@ -239,5 +280,114 @@ fn only_an_operator_moves_a_cursor_past_a_gap_and_it_is_audited() {
     assert_eq!(audit_facts(&zone).len(), 1);
     let (code, out, _) = bsfg(&zone, &["status"]);
     assert!(!out.contains("DATA LOSS"), "{out}");
+    assert_eq!(code, 0, "{out}");
+}
+
+/// `bsfg_evicted_unconfirmed_facts_total{consumer="<consumer>"}` as `GET /metrics` shows it.
+fn evicted_counter(zone: &Zone, consumer: &str) -> Option<f64> {
+    let reply = zone.curl(common::OPERATOR).request("/metrics", &[], None);
+    let text = String::from_utf8_lossy(&reply.body).to_string();
+    let series = format!("bsfg_evicted_unconfirmed_facts_total{{consumer=\"{consumer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn eviction_past_a_cursor_is_logged_and_counted_without_any_fetch() {
+    // SPEC §3: retention never passes a consumer's cursor without a logged, counted warning —
+    // noticed by the node's own periodic check, not at the next fetch (nobody fetches here).
+    let zone = evicting_zone();
+    let mes = zone.curl(PRODUCER);
+    for i in 1..=3 {
+        let reply = mes.append(&fact(&format!("t-{i}"), "CATEGORY_TELEMETRY", 10));
+        assert_eq!(reply.status, 200);
+    }
+    let started = std::time::Instant::now();
+    let mut counted = None;
+    while started.elapsed() < Duration::from_secs(12) {
+        counted = evicted_counter(&zone, "telemetry-out");
+        if counted == Some(3.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(
+        counted,
+        Some(3.0),
+        "3 unconfirmed facts evicted, counted within 12 s (after {:?})",
+        started.elapsed()
+    );
+    let warning = "retention evicted facts a consumer had not confirmed";
+    assert!(
+        zone.node.wait_for_log(warning, Duration::from_secs(2)),
+        "{}",
+        zone.node.log()
+    );
+    // Once per event: later checks see the same gap and neither log nor count it again.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(evicted_counter(&zone, "telemetry-out"), Some(3.0));
+    let logged = zone.node.log().matches(warning).count();
+    assert_eq!(logged, 1, "{}", zone.node.log());
+    // Consumers that lost nothing are reported at 0.
+    assert_eq!(evicted_counter(&zone, "to-idmz"), Some(0.0));
+}
+
+/// Deletes messages of a stream by sequence (what `nats stream rmm` does).
+fn delete_messages(zone: &Zone, stream: &str, sequences: &[u64]) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(zone.nats.url())
+            .await
+            .expect("connect to nats");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(stream).await.expect("stream");
+        for seq in sequences {
+            stream.delete_message(*seq).await.expect("delete message");
+        }
+    })
+}
+
+#[test]
+fn a_hole_in_the_middle_of_a_stream_is_data_loss_for_exactly_that_range() {
+    let zone = Zone::start();
+    let mes = zone.curl(PRODUCER);
+    for i in 1..=8 {
+        let reply = mes.append(&common::append_json(
+            &format!("h-{i}"),
+            "plant-a",
+            &i.to_string(),
+        ));
+        assert_eq!(reply.status, 200);
+    }
+    delete_messages(&zone, "facts_operational", &[5, 6]);
+    let peer = zone.curl(common::PEER);
+
+    // The page ends before the hole.
+    let page = peer.fetch("to-idmz", 10);
+    assert_eq!(page.status, 200, "{:?}", page.json());
+    assert_eq!(offsets(&page), vec![1, 2, 3, 4]);
+    assert_eq!(peer.confirm("to-idmz", 5).code(), "failed_precondition");
+    assert_eq!(peer.confirm("to-idmz", 4).json()["cursorAdvancedTo"], "4");
+
+    // Right after the cursor: data_loss naming exactly the hole, every time.
+    for _ in 0..2 {
+        let reply = peer.fetch("to-idmz", 10);
+        assert_eq!(reply.code(), "data_loss", "{:?}", reply.json());
+        let message = reply.json()["message"].as_str().unwrap_or("").to_string();
+        assert!(message.contains("offsets 5 to 6"), "{message}");
+    }
+    let (code, out, _) = bsfg(&zone, &["status"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("DATA LOSS: offsets 5 to 6 (2 facts)"), "{out}");
+
+    // The operator's skip moves the cursor past the hole, and the rest is delivered.
+    let (code, out, err) = skip_gap(&zone, "to-idmz", "messages 5-6 deleted by hand, CHG-7", &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved from 4 to 6"), "{out}");
+    let rest = peer.fetch("to-idmz", 10);
+    assert_eq!(offsets(&rest), vec![7, 8], "{:?}", rest.json());
+    assert_eq!(peer.confirm("to-idmz", 8).json()["cursorAdvancedTo"], "8");
+    let (code, out, _) = bsfg(&zone, &["status"]);
     assert_eq!(code, 0, "{out}");
 }

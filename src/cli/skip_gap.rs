@@ -201,7 +201,9 @@ async fn run(
         ),
         // An earlier, interrupted run recorded this very gap with other words: that record
         // stands, and the cursor move it announced is finished now.
-        Err(StoreError::Conflict { message_id, offset }) => println!(
+        Err(StoreError::Conflict {
+            message_id, offset, ..
+        }) => println!(
             "audit fact {message_id} was already recorded at audit offset {offset} by an earlier run"
         ),
         Err(e) => return Err(format!("recording the audit fact: {e}")),

@@ -267,7 +267,9 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         };
         match self.store.append(new).await {
             Ok(_) => Ok(artifacts),
-            Err(StoreError::Conflict { message_id, offset }) => Err(PullError::Conflict(format!(
+            Err(StoreError::Conflict {
+                message_id, offset, ..
+            }) => Err(PullError::Conflict(format!(
                 "peer offset {} carries message_id {message_id:?}, already stored here at offset {offset} with different content",
                 stored.offset
             ))),

@@ -164,6 +164,7 @@ mod tests {
         assert_eq!(
             code(StoreError::Conflict {
                 message_id: "m".into(),
+                category: crate::fact::Category::Operational,
                 offset: 1
             }),
             Code::AlreadyExists

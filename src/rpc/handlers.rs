@@ -78,6 +78,12 @@ pub async fn append_fact<S: Store>(
     Ok(AppendFactResponse {
         offset: appended.offset,
         duplicate: appended.duplicate,
+        // Set only for a duplicate whose original is in another category than the one asked for.
+        category: if appended.category == category {
+            0
+        } else {
+            appended.category.to_wire() as i32
+        },
     })
 }
 

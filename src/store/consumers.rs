@@ -13,22 +13,31 @@
 //! - Facts after the cursor that retention already evicted are reported as a gap (`data_loss`),
 //!   never skipped; only an operator's `bsfg skip-gap` moves the cursor past one (`gap.rs`).
 //!
+//! - A long poll waits for a first fact without holding the consumer's lock; the lock is taken
+//!   only to read the page and record the fetched mark, so metrics and confirms never wait behind
+//!   a waiting fetch.
+//!
 //! Limits: if the node dies between pulling and acking in a confirm, those deliveries stay in
 //! flight for the consumer's ack wait (5 s); a confirm meanwhile answers `InFlight` (retry).
 
 use super::{
     Page, StoreError,
-    gap::gap_in,
+    gap::gap_at,
     jetstream::{
         ConsumerMarks, JetStreamStore, confirmed_key, fetched_key, read_mark, unavailable,
     },
 };
 use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
 use async_nats::jetstream::{self, AckKind};
-use futures::{StreamExt, future::try_join_all};
+use futures::{
+    StreamExt,
+    future::{join_all, try_join_all},
+};
 use prost::Message;
 use std::time::{Duration, Instant};
 
+/// How many facts a page reads from the stream at once (concurrent direct gets).
+const READ_BATCH: u64 = 16;
 /// How often a long poll re-reads the stream in case someone else appended.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
 
@@ -135,16 +144,94 @@ impl JetStreamStore {
         max_wait: Duration,
     ) -> Result<Page, StoreError> {
         let handle = self.consumer(spec)?;
+        // Wait without holding the consumer's lock: metrics, status and confirms take it, and
+        // must never wait behind a long poll (SPEC §7).
+        self.wait_for_facts(spec, max_wait).await?;
         let mut marks = handle.marks.lock().await;
-        // Subscribe before reading the stream so an append in between still wakes us.
-        let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
         let mut cursor = self.ack_floor(spec).await?.max(marks.confirmed);
-        let mut state = self.stream_state(spec.category).await?;
-        if gap_in(cursor, &state).is_some() {
+        let state = self.stream_state(spec.category).await?;
+        let stream = self.stream(spec.category)?;
+        let subjects = spec.category.subject_filter();
+        let mut gap = gap_at(stream, &subjects, cursor, &state).await?;
+        if gap.is_some() {
             // An operator may have moved the cursor past this gap (`bsfg skip-gap`, another
             // process) since this node last read the mark.
-            cursor = cursor.max(self.reload_confirmed(spec, &mut marks).await?);
+            let recorded = self.reload_confirmed(spec, &mut marks).await?;
+            if recorded > cursor {
+                cursor = recorded;
+                gap = gap_at(stream, &subjects, cursor, &state).await?;
+            }
         }
+        if let Some(gap) = gap {
+            return Err(StoreError::Gap {
+                consumer: spec.name.clone(),
+                from: gap.from,
+                to: gap.to,
+            });
+        }
+        let end = state.last_sequence.min(cursor + u64::from(limit));
+        // Read in batches, and no further than the response budget can carry. The page ends
+        // before a hole in the stream; the next page reports it as a gap.
+        let mut facts = Vec::new();
+        let mut read_bytes = 0usize;
+        let mut next = cursor + 1;
+        'read: while next <= end && read_bytes <= max_bytes {
+            let last = end.min(next + READ_BATCH - 1);
+            let results = join_all((next..=last).map(|seq| stream.direct_get(seq))).await;
+            for result in results {
+                match result {
+                    Ok(message) => {
+                        read_bytes += message.payload.len();
+                        facts.push(decode(&message, spec.category)?);
+                    }
+                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
+                        break 'read;
+                    }
+                    Err(e) => return Err(unavailable("reading facts", e)),
+                }
+            }
+            next = last + 1;
+        }
+        if facts.is_empty() && end > cursor {
+            // Evicted or deleted between the gap check and the read.
+            let state = self.stream_state(spec.category).await?;
+            if let Some(gap) = gap_at(stream, &subjects, cursor, &state).await? {
+                return Err(StoreError::Gap {
+                    consumer: spec.name.clone(),
+                    from: gap.from,
+                    to: gap.to,
+                });
+            }
+        }
+        // Only what the response will carry counts as fetched (SPEC §4).
+        let facts = super::within_budget(facts, max_bytes);
+        let end = facts.last().map_or(cursor, |f| f.offset);
+        if end > marks.fetched {
+            self.write_mark(fetched_key(&spec.name), end).await?;
+            marks.fetched = end;
+        }
+        Ok(Page {
+            facts,
+            high_watermark: state.last_sequence,
+        })
+    }
+
+    /// Returns once a fact follows the consumer's cursor, or when `max_wait` has passed. Takes
+    /// the consumer's lock only for an instant, to read the confirmed mark.
+    async fn wait_for_facts(
+        &self,
+        spec: &ConsumerSpec,
+        max_wait: Duration,
+    ) -> Result<(), StoreError> {
+        if max_wait.is_zero() {
+            return Ok(());
+        }
+        let handle = self.consumer(spec)?;
+        // Subscribe before reading the stream so an append in between still wakes us.
+        let mut appended = self.appended.get(&spec.category).map(|s| s.subscribe());
+        let confirmed = handle.marks.lock().await.confirmed;
+        let cursor = self.ack_floor(spec).await?.max(confirmed);
+        let mut state = self.stream_state(spec.category).await?;
         let deadline = Instant::now() + max_wait;
         while state.last_sequence <= cursor && Instant::now() < deadline {
             let wait = deadline
@@ -157,40 +244,7 @@ impl JetStreamStore {
             }
             state = self.stream_state(spec.category).await?;
         }
-        if let Some(gap) = gap_in(cursor, &state) {
-            return Err(StoreError::Gap {
-                consumer: spec.name.clone(),
-                from: gap.from,
-                to: gap.to,
-            });
-        }
-        let end = state.last_sequence.min(cursor + u64::from(limit));
-        let stream = self.stream(spec.category)?;
-        let messages = try_join_all((cursor + 1..=end).map(|seq| stream.direct_get(seq)))
-            .await
-            .map_err(|e| match e.kind() {
-                jetstream::stream::DirectGetErrorKind::NotFound => StoreError::Gap {
-                    consumer: spec.name.clone(),
-                    from: cursor + 1,
-                    to: end,
-                },
-                _ => unavailable("reading facts", e),
-            })?;
-        let facts = messages
-            .iter()
-            .map(|m| decode(m, spec.category))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Only what the response will carry counts as fetched (SPEC §4).
-        let facts = super::within_budget(facts, max_bytes);
-        let end = facts.last().map_or(cursor, |f| f.offset);
-        if end > marks.fetched {
-            self.write_mark(fetched_key(&spec.name), end).await?;
-            marks.fetched = end;
-        }
-        Ok(Page {
-            facts,
-            high_watermark: state.last_sequence,
-        })
+        Ok(())
     }
 
     pub(super) async fn confirm_offset(

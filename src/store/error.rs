@@ -6,9 +6,13 @@ use crate::fact::Category;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "message_id {message_id:?} is already stored at offset {offset} with different content"
+        "message_id {message_id:?} is already stored in category {category} at offset {offset} with different content"
     )]
-    Conflict { message_id: String, offset: u64 },
+    Conflict {
+        message_id: String,
+        category: Category,
+        offset: u64,
+    },
     #[error(
         "category {category} is {percent:.1}% full and safety-critical: new facts are refused until consumers catch up or retention is raised"
     )]
@@ -22,7 +26,7 @@ pub enum StoreError {
         fetched: u64,
     },
     #[error(
-        "facts {from}..={to} after the cursor of consumer {consumer:?} were evicted before they were confirmed; an operator may move the cursor past them with `bsfg skip-gap`, which records an audit fact"
+        "offsets {from} to {to} after the cursor of consumer {consumer:?} are gone from the stream (evicted or deleted) before they were confirmed; an operator may move the cursor past them with `bsfg skip-gap`, which records an audit fact"
     )]
     Gap {
         consumer: String,

@@ -1,5 +1,6 @@
 //! Gaps after a consumer's cursor (SPEC §4, "no silent loss"): facts that retention evicted before
-//! anyone confirmed them. FetchFacts answers `data_loss` naming them; only an operator's explicit
+//! anyone confirmed them, or a hole in the middle of a stream (messages deleted by hand, e.g.
+//! `nats stream rmm`) right after the cursor. FetchFacts answers `data_loss` naming them; only an operator's explicit
 //! `bsfg skip-gap`, which records an audit fact first, moves the cursor past one.
 //!
 //! The operator's command runs beside the serving node, so it moves the cursor where both read
@@ -10,10 +11,10 @@
 
 use super::{
     StoreError,
-    jetstream::{JetStreamStore, confirmed_key, fetched_key},
+    jetstream::{JetStreamStore, confirmed_key, fetched_key, unavailable},
 };
 use crate::config::ConsumerSpec;
-use async_nats::jetstream::stream;
+use async_nats::jetstream::stream::{self, DirectGetErrorKind};
 
 /// Offsets `from..=to` evicted right after a consumer's `cursor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,48 @@ pub(super) fn gap_in(cursor: u64, state: &stream::State) -> Option<Gap> {
     gap_after(cursor, state.first_sequence, state.last_sequence)
 }
 
+/// The gap right after `cursor` in `stream` (whose state is `state`): facts evicted from its head,
+/// or a hole in its middle (deleted messages) starting at `cursor + 1`, up to the next fact
+/// still stored. Costs nothing unless the stream has interior deletions; then one or two direct
+/// gets.
+pub(super) async fn gap_at(
+    stream: &stream::Stream,
+    subjects: &str,
+    cursor: u64,
+    state: &stream::State,
+) -> Result<Option<Gap>, StoreError> {
+    if let Some(gap) = gap_in(cursor, state) {
+        return Ok(Some(gap));
+    }
+    let next = cursor + 1;
+    if next > state.last_sequence || next < state.first_sequence {
+        return Ok(None);
+    }
+    // Head evictions move the first sequence; only deletions inside the stream leave holes.
+    let interior = state.messages < state.last_sequence - state.first_sequence + 1;
+    if !interior {
+        return Ok(None);
+    }
+    match stream.direct_get(next).await {
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => {}
+        Err(e) => return Err(unavailable("reading the fact after the cursor", e)),
+    }
+    let to = match stream
+        .direct_get_next_for_subject(subjects, Some(next))
+        .await
+    {
+        Ok(stored) => stored.sequence.saturating_sub(1),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => state.last_sequence,
+        Err(e) => return Err(unavailable("looking for the end of a hole", e)),
+    };
+    Ok((to >= next).then_some(Gap {
+        cursor,
+        from: next,
+        to,
+    }))
+}
+
 impl JetStreamStore {
     /// The consumer's cursor as recorded now, by this process or another (`bsfg skip-gap`).
     async fn recorded_cursor(&self, spec: &ConsumerSpec) -> Result<u64, StoreError> {
@@ -58,7 +101,8 @@ impl JetStreamStore {
     pub async fn gap(&self, spec: &ConsumerSpec) -> Result<Option<Gap>, StoreError> {
         let cursor = self.recorded_cursor(spec).await?;
         let state = self.stream_state(spec.category).await?;
-        Ok(gap_in(cursor, &state))
+        let stream = self.stream(spec.category)?;
+        gap_at(stream, &spec.category.subject_filter(), cursor, &state).await
     }
 
     /// Moves the consumer's cursor to the last offset of `gap`, provided the gap is still exactly

@@ -9,7 +9,8 @@
 //!   subject kind. JetStream refuses a second message under that key atomically; the node then
 //!   reads the stored one with a direct get and compares its `Bsfg-Content-Hash` header.
 //!   (JetStream's own `Nats-Msg-Id` dedupe is not used: it forgets after its window and treats
-//!   different payloads under one id as plain duplicates.)
+//!   different payloads under one id as plain duplicates.) Before that, `append.rs` makes the key
+//!   the node's: the id is looked up in every category, before the backpressure check.
 //! - Durable pull consumers with `AckPolicy::All` carry each cursor (their ack floor, visible in
 //!   `nats consumer info`); reading a page never touches them (see `consumers.rs`).
 //!
@@ -19,27 +20,22 @@
 use super::{Appended, CategoryFill, NewFact, ObjectChunk, ObjectInfo, Page, Store, StoreError};
 use crate::{
     config::{CategoryPolicy, Config, ConsumerSpec},
-    fact::{Category, subject_kind},
-    proto::StoredFact,
+    fact::Category,
 };
 use async_nats::jetstream::{
     self,
     consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull},
-    context::PublishErrorKind,
-    message::PublishMessage,
     object_store::ObjectStore,
     stream::{self, DiscardPolicy, StorageType},
 };
 use bytes::Bytes;
-
-use prost::Message;
 use sha2::{Digest, Sha256};
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::sync::Mutex;
 
-const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
+pub(super) const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
 /// The subject (wildcards allowed) that `Nats-Expected-Last-Subject-Sequence` is checked against.
-const EXPECTED_LAST_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+pub(super) const EXPECTED_LAST_SUBJECT_HEADER: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 /// How long a delivery that was neither NAKed nor acked stays in flight (after a crash).
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
 /// KV bucket holding, per consumer, the highest offset FetchFacts returned (`<name>.fetched`) and
@@ -50,8 +46,8 @@ pub(super) const STATUS_BUCKET: &str = "bsfg_pull_status";
 
 pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
-    streams: BTreeMap<Category, stream::Stream>,
-    policies: BTreeMap<Category, CategoryPolicy>,
+    pub(super) streams: BTreeMap<Category, stream::Stream>,
+    pub(super) policies: BTreeMap<Category, CategoryPolicy>,
     pub(super) consumers: BTreeMap<String, ConsumerHandle>,
     pub(super) marks: jetstream::kv::Store,
     statuses: jetstream::kv::Store,
@@ -60,6 +56,8 @@ pub struct JetStreamStore {
     pub(super) buckets: BTreeMap<String, ObjectStore>,
     /// Serializes puts so "exists with other bytes" is decided without a race.
     pub(super) put_lock: Mutex<()>,
+    /// Serializes appends of one message id across categories (`append.rs`).
+    pub(super) id_locks: super::append::MessageIdLocks,
 }
 
 pub(super) struct ConsumerHandle {
@@ -130,6 +128,7 @@ impl JetStreamStore {
             appended,
             buckets,
             put_lock: Mutex::new(()),
+            id_locks: Default::default(),
         })
     }
 
@@ -155,38 +154,6 @@ impl JetStreamStore {
             .await
             .map_err(|e| unavailable(&format!("stream info of {}", category.stream_name()), e))?;
         Ok(info.state.clone())
-    }
-
-    /// The stored fact's idempotency answer after JetStream refused a second message on its
-    /// subject.
-    async fn existing(&self, new: NewFact<'_>, filter: &str) -> Result<Appended, StoreError> {
-        let stored = self
-            .stream(new.category)?
-            .direct_get_last_for_subject(filter)
-            .await
-            .map_err(|e| unavailable("reading the stored fact", e))?;
-        let stored_hash = stored
-            .headers
-            .get(CONTENT_HASH_HEADER)
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default();
-        let stored_fact = StoredFact::decode(stored.payload.as_ref())
-            .map_err(|e| StoreError::Corrupt(format!("offset {}: {e}", stored.sequence)))?;
-        let same_id = stored_fact
-            .envelope
-            .as_ref()
-            .is_some_and(|e| e.message_id == new.envelope.message_id);
-        if same_id && stored_hash == hex::encode(new.content_hash) {
-            Ok(Appended {
-                offset: stored.sequence,
-                duplicate: true,
-            })
-        } else {
-            Err(StoreError::Conflict {
-                message_id: new.envelope.message_id.clone(),
-                offset: stored.sequence,
-            })
-        }
     }
 }
 
@@ -323,65 +290,13 @@ pub fn fact_subject(category: Category, kind: &str, message_id: &str) -> String 
 
 /// `facts.<category>.*.<idempotency key>`: every subject a fact with this message id could have
 /// been stored under in the category, whatever its subject kind.
-fn idempotency_filter(category: Category, message_id: &str) -> String {
+pub(super) fn idempotency_filter(category: Category, message_id: &str) -> String {
     format!("facts.{category}.*.{}", idempotency_key(message_id))
 }
 
 impl Store for JetStreamStore {
     async fn append(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
-        let policy = &self.policies[&new.category];
-        if policy.safety_critical {
-            let fill = self.fill(new.category).await?;
-            if fill.percent >= 80.0 {
-                return Err(StoreError::Full {
-                    category: new.category,
-                    percent: fill.percent,
-                });
-            }
-        }
-        let subject = fact_subject(
-            new.category,
-            subject_kind(&new.fact.subject),
-            &new.envelope.message_id,
-        );
-        let filter = idempotency_filter(new.category, &new.envelope.message_id);
-        let payload = StoredFact {
-            envelope: Some(new.envelope.clone()),
-            fact: Some(new.fact.clone()),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        let publish = PublishMessage::build()
-            .payload(Bytes::from(payload))
-            .header(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str())
-            .header(EXPECTED_LAST_SUBJECT_HEADER, filter.as_str())
-            .expected_last_subject_sequence(0);
-        let ack = match self.js.send_publish(subject.clone(), publish).await {
-            Ok(future) => future.await,
-            Err(e) => return Err(unavailable("publishing the fact", e)),
-        };
-        match ack {
-            Ok(ack) => {
-                if let Some(sender) = self.appended.get(&new.category) {
-                    sender.send_replace(ack.sequence);
-                }
-                Ok(Appended {
-                    offset: ack.sequence,
-                    duplicate: false,
-                })
-            }
-            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.existing(new, &filter).await
-            }
-            Err(e) if e.to_string().contains("maximum") => {
-                let percent = self.fill(new.category).await.map_or(100.0, |f| f.percent);
-                Err(StoreError::Full {
-                    category: new.category,
-                    percent,
-                })
-            }
-            Err(e) => Err(unavailable("storing the fact", e)),
-        }
+        self.append_fact(new).await
     }
 
     async fn fetch(

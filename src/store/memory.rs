@@ -15,8 +15,8 @@ use std::{collections::BTreeMap, sync::Mutex, time::Duration};
 #[derive(Default)]
 struct State {
     facts: BTreeMap<Category, Vec<StoredFact>>,
-    /// (category, message_id) → (offset, content hash)
-    index: BTreeMap<(Category, String), (u64, [u8; 32])>,
+    /// message_id → (category, offset, content hash)
+    index: BTreeMap<String, (Category, u64, [u8; 32])>,
     /// consumer → (cursor, fetched)
     cursors: BTreeMap<String, (u64, u64)>,
     objects: BTreeMap<(String, String), (ObjectInfo, Bytes)>,
@@ -40,16 +40,19 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn append(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
         let mut state = self.state();
-        let key = (new.category, new.envelope.message_id.clone());
-        if let Some((offset, hash)) = state.index.get(&key) {
+        // The key is the node's: the same message id in any category (SPEC §2).
+        let key = new.envelope.message_id.clone();
+        if let Some((category, offset, hash)) = state.index.get(&key) {
             return if *hash == new.content_hash {
                 Ok(Appended {
                     offset: *offset,
+                    category: *category,
                     duplicate: true,
                 })
             } else {
                 Err(StoreError::Conflict {
-                    message_id: key.1,
+                    message_id: key,
+                    category: *category,
                     offset: *offset,
                 })
             };
@@ -63,9 +66,12 @@ impl Store for MemoryStore {
             fact: Some(new.fact.clone()),
             appended_at_unix_ms: 1,
         });
-        state.index.insert(key, (offset, new.content_hash));
+        state
+            .index
+            .insert(key, (new.category, offset, new.content_hash));
         Ok(Appended {
             offset,
+            category: new.category,
             duplicate: false,
         })
     }
@@ -208,5 +214,62 @@ impl Store for MemoryStore {
             data: data.slice(start..end),
             eof: end == data.len(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{Envelope, Fact};
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map(|rt| rt.block_on(future))
+            .unwrap_or_else(|e| panic!("runtime: {e}"))
+    }
+
+    #[test]
+    fn the_key_is_the_nodes_across_categories() {
+        let store = MemoryStore::default();
+        let envelope = Envelope {
+            message_id: "m-1".into(),
+            ..Default::default()
+        };
+        let fact = Fact {
+            subject: "batch:B-1".into(),
+            ..Default::default()
+        };
+        let new = |category, content_hash| NewFact {
+            category,
+            envelope: &envelope,
+            fact: &fact,
+            content_hash,
+        };
+        run(async {
+            let first = store.append(new(Category::Operational, [1; 32])).await;
+            assert_eq!(first.map(|a| (a.offset, a.duplicate)), Ok((1, false)));
+            let same = store.append(new(Category::Audit, [1; 32])).await;
+            assert_eq!(
+                same,
+                Ok(Appended {
+                    offset: 1,
+                    category: Category::Operational,
+                    duplicate: true
+                })
+            );
+            let other = store.append(new(Category::Audit, [2; 32])).await;
+            assert!(
+                matches!(
+                    other,
+                    Err(StoreError::Conflict {
+                        category: Category::Operational,
+                        offset: 1,
+                        ..
+                    })
+                ),
+                "{other:?}"
+            );
+        });
     }
 }

@@ -6,8 +6,10 @@
 //! The port never sees certificates, identities or wire encodings: authorization and validation
 //! happen above it.
 
+mod append;
 mod consumers;
 mod error;
+pub mod eviction;
 pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
@@ -38,6 +40,9 @@ pub struct NewFact<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub offset: u64,
+    /// Where the fact is stored: the category appended to, or for a duplicate the category the
+    /// original was first appended to (idempotency is the node's, SPEC §2).
+    pub category: Category,
     pub duplicate: bool,
 }
 

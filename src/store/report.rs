@@ -4,7 +4,7 @@
 
 use super::{
     StoreError,
-    gap::{Gap, gap_after},
+    gap::{Gap, gap_at},
     jetstream::{MARKS_BUCKET, STATUS_BUCKET, confirmed_key, connect, read_mark, unavailable},
 };
 use crate::{config::Config, replicate::status::PullStatus};
@@ -66,7 +66,7 @@ pub async fn read_report(config: &Config) -> Result<StatusReport, StoreError> {
             cursor,
             high_watermark,
             backlog: high_watermark.saturating_sub(cursor),
-            gap: gap_after(cursor, state.first_sequence, state.last_sequence),
+            gap: gap_at(&stream, &spec.category.subject_filter(), cursor, &state).await?,
         });
     }
     let statuses = js.get_key_value(STATUS_BUCKET).await.ok();
