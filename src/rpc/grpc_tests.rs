@@ -1,6 +1,11 @@
 //! gRPC framing, timeouts and status encoding, without a network.
 
-use super::*;
+use super::{
+    reply::{frame, status_trailers, trailer_frame},
+    *,
+};
+use flate2::{Compression, write::GzEncoder};
+use std::io::Write;
 
 #[test]
 fn timeouts() {
