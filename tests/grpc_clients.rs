@@ -443,6 +443,34 @@ fn grpc_framing_trailers_and_gzip_with_curl() {
         Some("3"),
         "{truncated:?}"
     );
+    // gRPC proper needs HTTP/2 (its trailers); gRPC-Web is the HTTP/1.1 form.
+    let http1 = zone.curl(PRODUCER).request(
+        APPEND,
+        &["--http1.1", "-H", "content-type: application/grpc"],
+        Some(&frame(0, &json_to_proto_append("h1"))),
+    );
+    assert_eq!(
+        http1.header("grpc-status").as_deref(),
+        Some("12"),
+        "{http1:?}"
+    );
+    // The JSON codec under gRPC: application/grpc+json, proto3 JSON messages.
+    let json = zone.curl(PRODUCER).request(
+        APPEND,
+        &["--http2", "-H", "content-type: application/grpc+json"],
+        Some(&frame(
+            0,
+            append_json("grpc-json", "plant-a", "{}").as_bytes(),
+        )),
+    );
+    assert_eq!(json.header("grpc-status").as_deref(), Some("0"), "{json:?}");
+    assert_eq!(
+        json.header("content-type").as_deref(),
+        Some("application/grpc+json")
+    );
+    let answer: serde_json::Value =
+        serde_json::from_slice(&frames(&json.body)[0].1).expect("JSON answer");
+    assert_eq!(answer["offset"], "5", "{answer}");
     let thrift = zone.curl(PRODUCER).request(
         APPEND,
         &["--http2", "-H", "content-type: application/grpc+thrift"],
