@@ -22,6 +22,17 @@ struct Run {
 /// `buf curl --protocol <protocol>` with `identity`'s certificate; the schema is read from the
 /// repository's `buf.yaml` (the node serves no reflection).
 fn buf_curl(zone: &Zone, identity: &str, protocol: &str, path: &str, json: &str) -> Run {
+    buf_curl_with(zone, identity, protocol, path, json, &[])
+}
+
+fn buf_curl_with(
+    zone: &Zone,
+    identity: &str,
+    protocol: &str,
+    path: &str,
+    json: &str,
+    extra: &[&str],
+) -> Run {
     let root = manifest_dir();
     let cache = tempfile::tempdir().expect("buf cache dir");
     let output = Command::new(root.join("tests/clients/node/node_modules/.bin/buf"))
@@ -35,6 +46,7 @@ fn buf_curl(zone: &Zone, identity: &str, protocol: &str, path: &str, json: &str)
         .arg("--key")
         .arg(zone.pki.dir.join(format!("{identity}.key")))
         .args(["--data", json])
+        .args(extra)
         .arg(format!("{}{path}", zone.url()))
         .output()
         .expect("run buf curl");
@@ -162,6 +174,34 @@ fn buf_curl_in_connect_grpc_and_grpcweb() {
             "{protocol}: {}",
             denied.stderr
         );
+    }
+}
+
+#[test]
+fn buf_curl_deadline_is_honoured() {
+    let zone = Zone::start();
+    // buf's --timeout becomes the call's deadline on the wire (grpc-timeout, Connect-Timeout-Ms):
+    // a 5 s long poll on an empty consumer answers before the 2 s deadline, in every protocol.
+    for protocol in ["grpc", "grpcweb", "connect"] {
+        let started = Instant::now();
+        let run = buf_curl_with(
+            &zone,
+            PEER,
+            protocol,
+            FETCH,
+            r#"{"consumerName":"to-idmz","limit":1,"maxWaitMs":5000}"#,
+            &["--timeout", "2s"],
+        );
+        let elapsed = started.elapsed();
+        assert_eq!(run.exit, 0, "{protocol}: {}\n{}", run.stdout, run.stderr);
+        assert!(elapsed.as_millis() < 2500, "{protocol}: {elapsed:?}");
+        if protocol != "connect" {
+            assert!(
+                run.stderr.to_ascii_lowercase().contains("grpc-timeout:"),
+                "{protocol}: {}",
+                run.stderr
+            );
+        }
     }
 }
 
