@@ -61,8 +61,9 @@ record "$rc" "shellcheck (${#scripts[@]} files)"
 echo "--- lint: test clients (syntax)"
 rc=0
 node --check tests/clients/node/call.mjs || rc=$?
-"$PY" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' \
-    tests/clients/python/call.py || rc=$?
+for client in tests/clients/python/call.py tests/clients/python/grpc_call.py; do
+    "$PY" -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$client" || rc=$?
+done
 record "$rc" "test clients (node --check, python ast)"
 
 # The Yocto layer is linted, not built (no bitbake here): every finding fails, whatever its

@@ -21,7 +21,7 @@ use std::{
 };
 
 /// Responses smaller than this are not worth compressing.
-const COMPRESS_MIN_BYTES: usize = 1024;
+pub(super) const COMPRESS_MIN_BYTES: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
@@ -61,7 +61,10 @@ pub struct BodyLimits {
     pub body_timeout: Duration,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, RpcError> {
+pub(super) fn header_str<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, RpcError> {
     headers
         .get(name)
         .map(|v| {
@@ -113,7 +116,7 @@ fn unsupported_encoding(encoding: &str) -> RpcError {
     .with_header(header::ACCEPT_ENCODING, "gzip, identity")
 }
 
-fn too_large(what: &str, limit: usize) -> RpcError {
+pub(super) fn too_large(what: &str, limit: usize) -> RpcError {
     RpcError::new(
         Code::ResourceExhausted,
         format!("{what} is larger than the server's limit of {limit} bytes"),
@@ -121,7 +124,11 @@ fn too_large(what: &str, limit: usize) -> RpcError {
 }
 
 /// Decompresses `data` per `encoding`, refusing more than `limit` bytes of output.
-fn decompress(data: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes, RpcError> {
+pub(super) fn decompress(
+    data: Bytes,
+    encoding: Option<&str>,
+    limit: usize,
+) -> Result<Bytes, RpcError> {
     match encoding.map(str::to_ascii_lowercase).as_deref() {
         None | Some("identity") => Ok(data),
         Some("gzip") => {
@@ -140,7 +147,7 @@ fn decompress(data: Bytes, encoding: Option<&str>, limit: usize) -> Result<Bytes
 }
 
 /// How long a refused request's body is read before the refusal is sent.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the request line and headers say, once checked.
 enum Head {

@@ -1,6 +1,7 @@
 //! Connect error codes and the one place where every failure becomes a wire status (the
 //! linkerd2-proxy `errors/respond.rs` habit): store, validation and protocol errors all pass
-//! through [`RpcError`] and [`RpcError::into_response`].
+//! through [`RpcError`] and [`RpcError::into_response`] (Connect); `grpc.rs` turns the same
+//! [`RpcError`] into gRPC trailers with [`Code::grpc_status`].
 
 use crate::{fact::FactError, store::StoreError};
 use bytes::Bytes;
@@ -46,6 +47,28 @@ impl Code {
             Code::Unavailable => "unavailable",
             Code::DataLoss => "data_loss",
             Code::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// The gRPC status number of each code (the Connect codes are gRPC's, by name).
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            Code::Canceled => 1,
+            Code::Unknown => 2,
+            Code::InvalidArgument => 3,
+            Code::DeadlineExceeded => 4,
+            Code::NotFound => 5,
+            Code::AlreadyExists => 6,
+            Code::PermissionDenied => 7,
+            Code::ResourceExhausted => 8,
+            Code::FailedPrecondition => 9,
+            Code::Aborted => 10,
+            Code::OutOfRange => 11,
+            Code::Unimplemented => 12,
+            Code::Internal => 13,
+            Code::Unavailable => 14,
+            Code::DataLoss => 15,
+            Code::Unauthenticated => 16,
         }
     }
 
@@ -156,6 +179,17 @@ mod tests {
         assert_eq!(Code::Unimplemented.http_status().as_u16(), 501);
         assert_eq!(Code::DeadlineExceeded.http_status().as_u16(), 504);
         assert_eq!(Code::Unauthenticated.http_status().as_u16(), 401);
+    }
+
+    #[test]
+    fn grpc_status_numbers() {
+        assert_eq!(Code::Canceled.grpc_status(), 1);
+        assert_eq!(Code::InvalidArgument.grpc_status(), 3);
+        assert_eq!(Code::PermissionDenied.grpc_status(), 7);
+        assert_eq!(Code::ResourceExhausted.grpc_status(), 8);
+        assert_eq!(Code::Unimplemented.grpc_status(), 12);
+        assert_eq!(Code::DataLoss.grpc_status(), 15);
+        assert_eq!(Code::Unauthenticated.grpc_status(), 16);
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! The RPC listener: TLS acceptor with certificate reload (`tls.rs`), the Connect unary protocol
-//! (`connect.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
+//! (`connect.rs`) and gRPC / gRPC-Web on the same port (`grpc.rs`, chosen per request by
+//! `protocol.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
 //! method (`handlers.rs`), wired together by `server.rs`.
 
 pub mod authz;
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod grpc;
 pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
+pub mod protocol;
 pub mod server;
 pub mod tls;
 

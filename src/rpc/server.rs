@@ -1,5 +1,6 @@
 //! Accepts TLS connections, serves HTTP/1.1 and HTTP/2 on them with hyper, and routes each
-//! request to its Connect method. Slow clients are bounded: the TLS handshake and request headers
+//! request to its method, in the protocol its content type names (Connect, gRPC or gRPC-Web; see
+//! `protocol.rs`). Slow clients are bounded: the TLS handshake and request headers
 //! must arrive within `limits.header_timeout`, the body within `limits.body_timeout`, and a call
 //! runs at most `limits.call_timeout` (or the client's shorter `Connect-Timeout-Ms`), and a
 //! connection with no call in flight for `limits.idle_timeout` is closed — HTTP/2 included, where
@@ -13,6 +14,7 @@ use super::{
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
+    protocol::{self, Protocol, ResponseBody},
     tls,
 };
 use crate::store::Store;
@@ -238,13 +240,13 @@ async fn serve_connection<S: Store>(
 
 /// Runs one unary method: read, decode, authorize and handle within the deadline, encode.
 macro_rules! unary {
-    ($node:expr, $identity:expr, $request:expr, $info:expr, $type_name:literal, $handler:path) => {{
+    ($node:expr, $protocol:expr, $identity:expr, $request:expr, $info:expr, $type_name:literal, $handler:path) => {{
         let node = &$node;
         let limits = BodyLimits {
             max_bytes: node.config.limits.max_request_bytes,
             body_timeout: node.config.limits.body_timeout,
         };
-        match connect::read_request($request, &$info, limits).await {
+        match $protocol.read_request($request, &$info, limits).await {
             Err(e) => Err(e),
             Ok(call) => {
                 let budget = call.timeout.map_or(node.config.limits.call_timeout, |t| {
@@ -258,7 +260,7 @@ macro_rules! unary {
                     Err(e) => Err(e),
                     Ok(message) => {
                         match tokio::time::timeout(budget, $handler(node, context, message)).await {
-                            Ok(Ok(response)) => Ok(connect::encode(&call, &response)),
+                            Ok(Ok(response)) => Ok($protocol.encode(&call, &response)),
                             Ok(Err(e)) => Err(e),
                             Err(_) => Err(RpcError::new(
                                 Code::DeadlineExceeded,
@@ -276,14 +278,16 @@ async fn route<S: Store>(
     node: Arc<Node<S>>,
     identity: Identity,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
+    let protocol = Protocol::of(request.headers());
     let (method, result) = match path.as_str() {
         "/bsfg.v1.BoundaryService/AppendFact" => (
             APPEND.name,
             unary!(
                 node,
+                protocol,
                 identity,
                 request,
                 APPEND,
@@ -295,6 +299,7 @@ async fn route<S: Store>(
             FETCH.name,
             unary!(
                 node,
+                protocol,
                 identity,
                 request,
                 FETCH,
@@ -306,6 +311,7 @@ async fn route<S: Store>(
             CONFIRM.name,
             unary!(
                 node,
+                protocol,
                 identity,
                 request,
                 CONFIRM,
@@ -317,6 +323,7 @@ async fn route<S: Store>(
             PUT.name,
             unary!(
                 node,
+                protocol,
                 identity,
                 request,
                 PUT,
@@ -328,6 +335,7 @@ async fn route<S: Store>(
             GET.name,
             unary!(
                 node,
+                protocol,
                 identity,
                 request,
                 GET,
@@ -335,7 +343,12 @@ async fn route<S: Store>(
                 handlers::get_object
             ),
         ),
-        "/metrics" => ("metrics", metrics(&node, &identity, &request).await),
+        "/metrics" => (
+            "metrics",
+            metrics(&node, &identity, &request)
+                .await
+                .map(protocol::boxed),
+        ),
         _ => (
             "unknown",
             Err(
@@ -354,7 +367,7 @@ async fn route<S: Store>(
         Err(e) => {
             node.metrics.record_call(method, e.code.as_str(), elapsed);
             tracing::info!(identity = %identity.common_name, method, code = e.code.as_str(), message = %e.message, elapsed_ms = elapsed.as_millis() as u64, "call refused");
-            e.into_response()
+            protocol.refuse(e)
         }
     }
 }

@@ -13,7 +13,7 @@ Run it with the tools venv (.tools/venv/bin/python); the stubs come from tests/c
 Usage:
     grpc_call.py --target 127.0.0.1:PORT --ca CA.pem --cert CERT.pem --key KEY.pem
                  --service BoundaryService|ArtifactService --method AppendFact
-                 [--gzip] [--timeout-ms MS] --request '<proto3 JSON of the request message>'
+                 [--gzip] [--timeout-ms MS] --request '<proto3 JSON of the request>'|@FILE
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--method", required=True, help="method name, e.g. AppendFact")
     p.add_argument("--gzip", action="store_true", help="compress the request message with gzip")
     p.add_argument("--timeout-ms", type=int, default=30000, help="the call's deadline (grpc-timeout)")
-    p.add_argument("--request", required=True, help="the request message as proto3 JSON")
+    p.add_argument("--request", required=True, help="the request message as proto3 JSON, or @FILE")
     return p.parse_args(argv)
 
 
-def read_pem(path: str, flag: str) -> bytes:
+def read_file(path: str, flag: str) -> bytes:
     try:
         return pathlib.Path(path).read_bytes()
     except OSError as e:
@@ -77,15 +77,18 @@ def run(args: argparse.Namespace) -> dict:
     if method is None:
         raise UsageError(f"unknown method {args.method} in bsfg.v1.{args.service}")
     request = getattr(pb2, method.input_type.name)()
+    text = args.request
+    if text.startswith("@"):  # large requests do not fit in one command-line argument
+        text = read_file(text[1:], "request").decode()
     try:
-        json_format.Parse(args.request, request)
+        json_format.Parse(text, request)
     except json_format.ParseError as e:
         raise UsageError(f"--request is not a valid {method.input_type.full_name}: {e}") from e
 
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=read_pem(args.ca, "ca"),
-        private_key=read_pem(args.key, "key"),
-        certificate_chain=read_pem(args.cert, "cert"),
+        root_certificates=read_file(args.ca, "ca"),
+        private_key=read_file(args.key, "key"),
+        certificate_chain=read_file(args.cert, "cert"),
     )
     options = [("grpc.enable_http_proxy", 0)]
     compression = grpc.Compression.Gzip if args.gzip else grpc.Compression.NoCompression
