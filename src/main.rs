@@ -300,10 +300,11 @@ async fn run(
         return ExitCode::from(EXIT_CONFIG);
     }
     // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
+    let trust = reloader.trust();
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(rpc::server::serve(
-        listener, tls_config, node, stopped, drain,
+        listener, tls_config, trust, node, stopped, drain,
     ));
     tracing::info!(zone = %config.zone, listen = %local, "bsfg node serving");
     ops::notify::ready(&format!(

@@ -5,10 +5,12 @@
 pub mod authz;
 pub mod client;
 pub mod connect;
+pub mod crl;
 pub mod error;
 pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
+pub mod revalidate;
 pub mod server;
 pub mod tls;
 

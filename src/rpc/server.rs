@@ -13,6 +13,7 @@ use super::{
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
+    revalidate::{self, ClientTrust, PeerCertificate},
     tls,
 };
 use crate::store::Store;
@@ -61,11 +62,17 @@ const GET: MethodInfo = MethodInfo {
 pub async fn serve<S: Store>(
     listener: TcpListener,
     tls_config: watch::Receiver<Arc<ServerConfig>>,
+    trust: watch::Receiver<Arc<ClientTrust>>,
     node: Arc<Node<S>>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    tokio::spawn(revalidate::watch_crl_freshness(
+        trust.clone(),
+        node.metrics.clone(),
+        node.config.tls.reload_interval,
+    ));
     // The watchdog is pinged from this loop: if it stops turning, systemd restarts the node.
     let mut watchdog = crate::ops::notify::watchdog_interval().map(tokio::time::interval);
     loop {
@@ -85,8 +92,9 @@ pub async fn serve<S: Store>(
                     let acceptor = TlsAcceptor::from(tls_config.borrow().clone());
                     let node = node.clone();
                     let watcher = graceful.watcher();
+                    let trust = trust.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, acceptor, node, watcher).await;
+                        serve_connection(stream, peer, acceptor, trust, node, watcher).await;
                     });
                 }
                 Err(e) => {
@@ -167,6 +175,7 @@ async fn serve_connection<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
+    trust: watch::Receiver<Arc<ClientTrust>>,
     node: Arc<Node<S>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
@@ -197,15 +206,39 @@ async fn serve_connection<S: Store>(
         tracing::warn!(%peer, reason = "no_common_name", "client certificate has no Subject CN");
         return;
     };
+    // Kept to re-check revocation and expiry while the connection lives (revalidate.rs).
+    let Some(certificate) = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(PeerCertificate::new)
+        .map(Arc::new)
+    else {
+        node.metrics.record_tls_failure("bad_certificate");
+        tracing::warn!(%peer, reason = "bad_certificate", "client certificate cannot be parsed");
+        return;
+    };
     let identity = Identity { common_name };
     let activity = ConnectionActivity::new();
     let calls = activity.clone();
+    let metrics = node.metrics.clone();
+    let call_trust = trust.clone();
+    let call_certificate = certificate.clone();
     let service = hyper::service::service_fn(move |request| {
         let node = node.clone();
         let identity = identity.clone();
         let call = calls.call();
+        let refused = call_certificate.check_call(&call_trust.borrow()).err();
         async move {
-            let response = route(node, identity, request).await;
+            let response = match refused {
+                Some(e) => {
+                    node.metrics
+                        .record_call("revalidation", e.code.as_str(), Duration::ZERO);
+                    tracing::info!(identity = %identity.common_name, code = e.code.as_str(), message = %e.message, "call refused");
+                    e.into_response()
+                }
+                None => route(node, identity, request).await,
+            };
             drop(call);
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -232,6 +265,10 @@ async fn serve_connection<S: Store>(
         }
         () = activity.idle_for(limits.idle_timeout) => {
             tracing::debug!(%peer, idle_s = limits.idle_timeout.as_secs(), "idle connection closed");
+        }
+        reason = revalidate::until_refused(&certificate, trust) => {
+            revalidate::record_closed(&metrics, reason);
+            tracing::warn!(%peer, reason, "client certificate no longer accepted; connection closed");
         }
     }
 }
