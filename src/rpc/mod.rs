@@ -2,7 +2,9 @@
 //! (`connect.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
 //! method (`handlers.rs`), wired together by `server.rs`.
 
+pub mod admission;
 pub mod authz;
+pub mod budget;
 pub mod client;
 pub mod connect;
 pub mod crl;

@@ -9,7 +9,9 @@
 
 use super::{
     Node,
+    admission::ConnectionTable,
     authz::Identity,
+    budget::BodyBudget,
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
@@ -28,10 +30,7 @@ use hyper_util::{
 use rustls::ServerConfig;
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -73,6 +72,12 @@ pub async fn serve<S: Store>(
         node.metrics.clone(),
         node.config.tls.reload_interval,
     ));
+    let connections =
+        ConnectionTable::new(node.config.limits.max_connections, node.metrics.clone());
+    let budget = BodyBudget::new(
+        node.config.limits.max_buffered_request_bytes,
+        node.metrics.clone(),
+    );
     // The watchdog is pinged from this loop: if it stops turning, systemd restarts the node.
     let mut watchdog = crate::ops::notify::watchdog_interval().map(tokio::time::interval);
     loop {
@@ -88,13 +93,25 @@ pub async fn serve<S: Store>(
             _ = ping => crate::ops::notify::watchdog(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = connections.admit() else {
+                        tracing::warn!(%peer, max = node.config.limits.max_connections, "connection refused: every connection has a call in flight");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let acceptor = TlsAcceptor::from(tls_config.borrow().clone());
                     let node = node.clone();
                     let watcher = graceful.watcher();
                     let trust = trust.clone();
+                    let budget = budget.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, acceptor, trust, node, watcher).await;
+                        let activity = slot.activity.clone();
+                        let (slot, calls) = (&slot, Calls { trust, budget, activity });
+                        tokio::select! {
+                            () = serve_connection(stream, peer, acceptor, calls, node, watcher) => {}
+                            () = slot.evicted() => {
+                                tracing::debug!(%peer, "longest-idle connection closed to make room (limits.max_connections)");
+                            }
+                        }
                     });
                 }
                 Err(e) => {
@@ -119,66 +136,26 @@ pub async fn serve<S: Store>(
     }
 }
 
-/// Calls in flight on one connection, and since when none is: what the idle timeout watches.
-struct ConnectionActivity {
-    in_flight: AtomicUsize,
-    idle_since: Mutex<Instant>,
-}
-
-/// One call in flight; its end (or its future being dropped) makes the connection idle again.
-struct CallInFlight(Arc<ConnectionActivity>);
-
-impl Drop for CallInFlight {
-    fn drop(&mut self) {
-        *self.0.lock_idle_since() = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl ConnectionActivity {
-    fn new() -> Arc<Self> {
-        Arc::new(ConnectionActivity {
-            in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        })
-    }
-
-    fn lock_idle_since(&self) -> std::sync::MutexGuard<'_, Instant> {
-        self.idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn call(self: &Arc<Self>) -> CallInFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        CallInFlight(self.clone())
-    }
-
-    /// Resolves once no call has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let quiet = *self.lock_idle_since();
-            let wait = if self.in_flight.load(Ordering::SeqCst) > 0 {
-                idle
-            } else {
-                match idle.checked_sub(quiet.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return,
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
+/// What every call on a connection is checked against and reads its body through.
+struct Calls {
+    trust: watch::Receiver<Arc<ClientTrust>>,
+    budget: BodyBudget,
+    activity: Arc<super::admission::ConnectionActivity>,
 }
 
 async fn serve_connection<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    trust: watch::Receiver<Arc<ClientTrust>>,
+    calls: Calls,
     node: Arc<Node<S>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let Calls {
+        trust,
+        budget,
+        activity,
+    } = calls;
     let limits = node.config.limits.clone();
     let tls_stream =
         match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
@@ -219,7 +196,6 @@ async fn serve_connection<S: Store>(
         return;
     };
     let identity = Identity { common_name };
-    let activity = ConnectionActivity::new();
     let calls = activity.clone();
     let metrics = node.metrics.clone();
     let call_trust = trust.clone();
@@ -228,6 +204,7 @@ async fn serve_connection<S: Store>(
         let node = node.clone();
         let identity = identity.clone();
         let call = calls.call();
+        let budget = budget.clone();
         let refused = call_certificate.check_call(&call_trust.borrow()).err();
         async move {
             let response = match refused {
@@ -237,7 +214,7 @@ async fn serve_connection<S: Store>(
                     tracing::info!(identity = %identity.common_name, code = e.code.as_str(), message = %e.message, "call refused");
                     e.into_response()
                 }
-                None => route(node, identity, request).await,
+                None => route(node, identity, request, budget).await,
             };
             drop(call);
             Ok::<_, std::convert::Infallible>(response)
@@ -252,7 +229,7 @@ async fn serve_connection<S: Store>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(64)
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -275,13 +252,13 @@ async fn serve_connection<S: Store>(
 
 /// Runs one unary method: read, decode, authorize and handle within the deadline, encode.
 macro_rules! unary {
-    ($node:expr, $identity:expr, $request:expr, $info:expr, $type_name:literal, $handler:path) => {{
+    ($node:expr, $identity:expr, $request:expr, $budget:expr, $info:expr, $type_name:literal, $handler:path) => {{
         let node = &$node;
         let limits = BodyLimits {
             max_bytes: node.config.limits.max_request_bytes,
             body_timeout: node.config.limits.body_timeout,
         };
-        match connect::read_request($request, &$info, limits).await {
+        match connect::read_request($request, &$info, limits, $budget).await {
             Err(e) => Err(e),
             Ok(call) => {
                 let budget = call.timeout.map_or(node.config.limits.call_timeout, |t| {
@@ -313,6 +290,7 @@ async fn route<S: Store>(
     node: Arc<Node<S>>,
     identity: Identity,
     request: Request<Incoming>,
+    budget: BodyBudget,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
@@ -323,6 +301,7 @@ async fn route<S: Store>(
                 node,
                 identity,
                 request,
+                &budget,
                 APPEND,
                 "bsfg.v1.AppendFactRequest",
                 handlers::append_fact
@@ -334,6 +313,7 @@ async fn route<S: Store>(
                 node,
                 identity,
                 request,
+                &budget,
                 FETCH,
                 "bsfg.v1.FetchFactsRequest",
                 handlers::fetch_facts
@@ -345,6 +325,7 @@ async fn route<S: Store>(
                 node,
                 identity,
                 request,
+                &budget,
                 CONFIRM,
                 "bsfg.v1.ConfirmReceiptRequest",
                 handlers::confirm_receipt
@@ -356,6 +337,7 @@ async fn route<S: Store>(
                 node,
                 identity,
                 request,
+                &budget,
                 PUT,
                 "bsfg.v1.PutObjectRequest",
                 handlers::put_object
@@ -367,6 +349,7 @@ async fn route<S: Store>(
                 node,
                 identity,
                 request,
+                &budget,
                 GET,
                 "bsfg.v1.GetObjectRequest",
                 handlers::get_object

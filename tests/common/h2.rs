@@ -94,12 +94,19 @@ impl H2Connection {
     }
 }
 
-async fn handshake(
+/// An HTTP/2 connection to `127.0.0.1:port` with any request body type (e.g. a streamed one),
+/// driven by the caller's runtime.
+pub async fn handshake<B>(
     port: u16,
     ca: &Path,
     cert: &Path,
     key: &Path,
-) -> Result<SendRequest<Full<Bytes>>, String> {
+) -> Result<SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
         roots
