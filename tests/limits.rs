@@ -407,3 +407,71 @@ fn request_bodies_held_by_one_connection_cannot_pass_the_node_budget() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Prints the parameters of the server's first HTTP/2 SETTINGS frame.
+const SERVER_SETTINGS: &str = r#"
+import socket, ssl, struct, sys
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+ctx.load_cert_chain(cert, key)
+ctx.set_alpn_protocols(["h2"])
+sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+data = b""
+while len(data) < 9:
+    data += sock.recv(4096)
+length, kind = int.from_bytes(data[:3], "big"), data[3]
+while len(data) < 9 + length:
+    data += sock.recv(4096)
+assert kind == 4, kind
+names = {1: "header_table_size", 2: "enable_push", 3: "max_concurrent_streams", 4: "initial_window_size", 5: "max_frame_size", 6: "max_header_list_size"}
+for i in range(9, 9 + length, 6):
+    ident, value = struct.unpack(">HI", data[i:i + 6])
+    print("%s=%d" % (names.get(ident, ident), value))
+"#;
+
+#[test]
+fn streams_per_connection_are_advertised_and_bad_limits_are_named() {
+    let zone = Zone::start_with(ZoneOptions {
+        limits_toml: "max_streams_per_connection = 7".into(),
+        ..Default::default()
+    });
+    let output = Command::new(std::env::var("BSFG_PY").unwrap_or_else(|_| "python3".into()))
+        .arg("-c")
+        .arg(SERVER_SETTINGS)
+        .arg(zone.port.to_string())
+        .arg(&zone.pki.ca_path)
+        .arg(zone.pki.dir.join(format!("{OPERATOR}.pem")))
+        .arg(zone.pki.dir.join(format!("{OPERATOR}.key")))
+        .output()
+        .expect("python");
+    let settings = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        settings.contains("max_concurrent_streams=7"),
+        "SETTINGS_MAX_CONCURRENT_STREAMS is the configured limit: {settings} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let bad = zone.dir.path().join("bad.toml");
+    let text = zone.config_text().replace(
+        "max_streams_per_connection = 7",
+        "max_streams_per_connection = 0\nmax_connections = 0\nmax_buffered_request_bytes = 10",
+    );
+    std::fs::write(&bad, text).expect("write");
+    let output = Command::new(common::bsfg_binary())
+        .arg("check-config")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .expect("check-config");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    for key in [
+        "limits.max_streams_per_connection = 0",
+        "limits.max_connections = 0",
+        "limits.max_buffered_request_bytes = 10",
+    ] {
+        assert!(stderr.contains(key), "{key} named:\n{stderr}");
+    }
+}
