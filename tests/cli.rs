@@ -140,3 +140,53 @@ fn dev_pki_and_a_missing_certificate() {
         "{stderr}"
     );
 }
+
+/// Durable means durable (issue 8, item 6): a pull confirms facts to its peer, so the category it
+/// writes into must be on disk; a safety_critical category never evicts, so it has no max_age.
+const NOT_DURABLE: &str = r#"
+zone = "idmz"
+[listen]
+address = "127.0.0.1:9443"
+[tls]
+certificate = "/nonexistent/node.pem"
+private_key = "/nonexistent/node.key"
+client_ca = "/nonexistent/ca.pem"
+[categories.audit]
+safety_critical = true
+max_bytes = 1000000
+max_age = "30d"
+storage = "memory"
+[categories.documents]
+storage = "memory"
+[categories.telemetry]
+storage = "memory"
+[[pulls]]
+name = "from-enterprise"
+peer_url = "https://127.0.0.1:9444"
+peer_identity = "enterprise-bsfg"
+consumer = "docs-to-idmz"
+category = "documents"
+"#;
+
+#[test]
+fn check_config_refuses_memory_storage_where_facts_must_be_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bsfg.toml");
+    std::fs::write(&path, NOT_DURABLE).expect("write");
+    let (code, _, stderr) = bsfg(&["check-config", "--config", path.to_str().expect("path")]);
+    assert_eq!(code, 78, "EX_CONFIG: {stderr}");
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}: categories.audit.storage = \"memory\": a safety_critical category"),
+        format!("{file}: categories.audit.max_age = \"30d\": a safety_critical category"),
+        format!("{file}: categories.documents.storage = \"memory\": pull \"from-enterprise\""),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    // A category no pull writes into may live in memory (e.g. telemetry a local historian reads).
+    assert!(!stderr.contains("categories.telemetry"), "{stderr}");
+    assert!(stderr.contains(": 3 problems"), "{stderr}");
+}

@@ -132,3 +132,68 @@ fn cursor_and_replay_survive_node_and_nats_server_restarts() {
     assert_eq!(peer.confirm("to-idmz", 4).json()["cursorAdvancedTo"], "4");
     assert_eq!(ack_floor(&zone, "to-idmz"), 4);
 }
+
+/// Issue 8 item 1: a page trimmed to the response byte budget counts only the facts it carried,
+/// so a confirm can never pass facts the client did not receive.
+#[test]
+fn a_page_trimmed_to_the_byte_budget_counts_only_what_it_carried() {
+    let zone = Zone::start();
+    let mes = zone.curl(PRODUCER);
+    // 40 facts of ~60 KiB against a 1 MiB response budget (max_fact_bytes is 64 KiB here).
+    let pad = "x".repeat(60 * 1024);
+    for i in 1..=40 {
+        let reply = mes.append(&append_json(
+            &format!("big-{i}"),
+            "plant-a",
+            &format!("{{\"n\":{i},\"pad\":\"{pad}\"}}"),
+        ));
+        assert_eq!(reply.status, 200, "append {i}: {:?}", reply.json());
+    }
+    let peer = zone.curl(PEER);
+    let first = peer.fetch("to-idmz", 40);
+    assert_eq!(first.status, 200, "{}", first.stderr);
+    let carried = offsets(&first);
+    let last = *carried.last().expect("a non-empty page");
+    assert!(
+        carried.len() < 40,
+        "the response budget must trim the page: {} facts carried",
+        carried.len()
+    );
+    assert_eq!(carried, (1..=last).collect::<Vec<u64>>());
+
+    // Every offset after the last one carried is beyond what was fetched.
+    for beyond in [last + 1, 40] {
+        let reply = peer.confirm("to-idmz", beyond);
+        assert_eq!(
+            reply.code(),
+            "failed_precondition",
+            "confirming {beyond} after a page that carried 1..={last}: {:?}",
+            reply.json()
+        );
+    }
+    assert_eq!(ack_floor(&zone, "to-idmz"), 0, "nothing moved");
+
+    // Confirming what was carried and fetching on delivers every remaining fact, in order.
+    let mut received = carried;
+    let mut cursor = last;
+    assert_eq!(
+        peer.confirm("to-idmz", cursor).json()["cursorAdvancedTo"],
+        cursor.to_string()
+    );
+    while cursor < 40 {
+        let page = peer.fetch("to-idmz", 40);
+        let got = offsets(&page);
+        assert!(!got.is_empty(), "no progress after {cursor}");
+        cursor = *got.last().expect("non-empty");
+        assert_eq!(
+            peer.confirm("to-idmz", cursor + 1).code(),
+            "failed_precondition"
+        );
+        assert_eq!(
+            peer.confirm("to-idmz", cursor).json()["cursorAdvancedTo"],
+            cursor.to_string()
+        );
+        received.extend(got);
+    }
+    assert_eq!(received, (1..=40).collect::<Vec<u64>>());
+}

@@ -194,9 +194,10 @@ impl Default for LimitsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CategorySection {
-    /// Oldest fact kept, e.g. `3650d`; `0s` keeps facts until `max_bytes` is reached.
-    #[serde(default = "default_max_age")]
-    pub max_age: String,
+    /// Oldest fact kept, e.g. `3650d`; `0s` keeps facts until `max_bytes` is reached. Left out:
+    /// `3650d`, or `0s` (never) for a safety_critical category.
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// Largest size of the category stream in bytes; -1 for unlimited (not for safety_critical).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: i64,
@@ -217,7 +218,7 @@ pub struct CategorySection {
 impl Default for CategorySection {
     fn default() -> Self {
         Self {
-            max_age: default_max_age(),
+            max_age: None,
             max_bytes: default_max_bytes(),
             replicas: default_replicas(),
             storage: default_storage(),
@@ -333,7 +334,7 @@ fn default_max_streams_per_connection() -> u32 {
 fn default_max_buffered_request_bytes() -> u64 {
     64 * 1024 * 1024
 }
-fn default_max_age() -> String {
+pub(super) fn default_max_age() -> String {
     "3650d".into()
 }
 fn default_max_bytes() -> i64 {

@@ -5,6 +5,7 @@
 //! Limits: TOML syntax errors and unknown keys stop parsing at the first one (the TOML parser
 //! does not go on); the semantic checks in `validate.rs` report every problem at once.
 
+mod durability;
 mod duration;
 mod file;
 mod validate;

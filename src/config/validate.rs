@@ -5,16 +5,16 @@
 
 use super::{
     AccessPolicy, BucketSpec, CategoryPolicy, Config, ConfigError, ConfigProblem, ConsumerSpec,
-    Grants, Limits, NatsSettings, PullSpec, ReplicationSettings, TlsFiles, file::CategorySection,
-    file::ConfigFile, parse_duration,
+    Grants, Limits, NatsSettings, PullSpec, ReplicationSettings, TlsFiles, durability,
+    file::CategorySection, file::ConfigFile, parse_duration,
 };
 use crate::fact::{Category, is_zone_name};
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
-struct Problems(Vec<ConfigProblem>);
+pub(super) struct Problems(pub(super) Vec<ConfigProblem>);
 
 impl Problems {
-    fn add(
+    pub(super) fn add(
         &mut self,
         key: impl Into<String>,
         value: impl std::fmt::Debug,
@@ -27,7 +27,7 @@ impl Problems {
         });
     }
 
-    fn duration(&mut self, key: &str, text: &str) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, text: &str) -> Duration {
         parse_duration(text).unwrap_or_else(|problem| {
             self.add(key, text, problem);
             Duration::ZERO
@@ -96,6 +96,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
     let buckets = validate_buckets(&mut p, &file);
     let access = validate_access(&mut p, &file, &consumers, &buckets);
     let pulls = validate_pulls(&mut p, &file);
+    durability::check_pull_categories(&mut p, &categories, &pulls);
     let replication = ReplicationSettings {
         confirm_delay: p.duration("replication.confirm_delay", &file.replication.confirm_delay),
         peer_timeout: p.duration("replication.peer_timeout", &file.replication.peer_timeout),
@@ -283,6 +284,7 @@ fn validate_categories(
     for category in Category::ALL {
         let section = sections.get(category.name()).cloned().unwrap_or_default();
         let key = |field: &str| format!("categories.{category}.{field}");
+        durability::check_storage(p, category, &section);
         let memory_storage = match section.storage.as_str() {
             "file" => false,
             "memory" => true,
@@ -319,7 +321,7 @@ fn validate_categories(
         out.insert(
             category,
             CategoryPolicy {
-                max_age: p.duration(&key("max_age"), &section.max_age),
+                max_age: durability::max_age(p, category, &section),
                 max_bytes: section.max_bytes,
                 replicas: section.replicas,
                 memory_storage,

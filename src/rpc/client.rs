@@ -6,6 +6,9 @@
 //! connection is refused before any request is sent. Certificates are re-read at each (re)connect,
 //! so rotation needs no restart.
 //!
+//! Responses are decoded by their content type (binary or JSON), and fields from a newer peer's
+//! schema are skipped in both codecs, so a pull keeps working across a staged upgrade.
+//!
 //! The peer's server certificate is also checked against the configured CRLs (`tls.crls`; a CRL
 //! of another issuer leaves the status unknown, which is accepted). An open connection is dropped
 //! and re-made (so re-checked) before the next call when a CRL or the peer CA file changed or when
@@ -251,7 +254,7 @@ impl PeerClient {
     ) -> Result<Resp, ClientError>
     where
         Req: prost::Message,
-        Resp: prost::Message + Default,
+        Resp: prost::Message + Default + serde::de::DeserializeOwned,
     {
         let mut sender = self.sender().await?;
         let http_request = Request::post(format!("https://{}{path}", self.addr))
@@ -270,14 +273,19 @@ impl PeerClient {
                 .await
                 .map_err(|e| ClientError::Transport(e.to_string()))?;
             let status = response.status();
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
                 .collect()
                 .await
                 .map_err(|e| ClientError::Transport(format!("reading the response: {e}")))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, body))
+            Ok::<_, ClientError>((status, content_type, body))
         };
-        let (status, body) =
+        let (status, content_type, body) =
             match tokio::time::timeout(timeout + Duration::from_secs(1), exchange).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(e)) => {
@@ -290,10 +298,7 @@ impl PeerClient {
                 }
             };
         if status == StatusCode::OK {
-            return Resp::decode(body.as_ref()).map_err(|e| ClientError::Rpc {
-                code: Code::Internal.as_str().to_string(),
-                message: format!("undecodable response: {e}"),
-            });
+            return decode_response(content_type.as_deref(), &body);
         }
         let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         Err(ClientError::Rpc {
@@ -302,3 +307,26 @@ impl PeerClient {
         })
     }
 }
+
+/// Decodes a successful unary response in the codec its content type names (binary when absent).
+/// Fields this version does not know are skipped in both codecs.
+pub fn decode_response<Resp>(content_type: Option<&str>, body: &[u8]) -> Result<Resp, ClientError>
+where
+    Resp: prost::Message + Default + serde::de::DeserializeOwned,
+{
+    let undecodable = |e: &dyn std::fmt::Display| ClientError::Rpc {
+        code: Code::Internal.as_str().to_string(),
+        message: format!("undecodable response: {e}"),
+    };
+    let essence = content_type
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => serde_json::from_slice(body).map_err(|e| undecodable(&e)),
+        _ => Resp::decode(body).map_err(|e| undecodable(&e)),
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

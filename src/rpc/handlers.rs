@@ -12,7 +12,6 @@ use crate::{
     proto::*,
     store::{NewFact, Store},
 };
-use prost::Message;
 use std::time::Duration;
 
 /// What a handler knows about the call besides its message.
@@ -130,18 +129,11 @@ pub async fn fetch_facts<S: Store>(
     let wait = Duration::from_millis(u64::from(request.max_wait_ms))
         .min(node.config.limits.max_wait)
         .min(call.budget.saturating_sub(Duration::from_millis(500)));
-    let page = node.store.fetch(spec, limit, wait).await?;
-    // Bound the response size; the rest follows on the next page.
+    // The store bounds the page to the response budget and counts as fetched only what it
+    // returns: the whole page goes out, or a confirm could pass facts never delivered.
     let budget = node.config.limits.max_request_bytes;
-    let mut used = 0;
-    let mut facts = Vec::with_capacity(page.facts.len());
-    for stored in page.facts {
-        used += stored.encoded_len() + 8;
-        if used > budget && !facts.is_empty() {
-            break;
-        }
-        facts.push(stored);
-    }
+    let page = node.store.fetch(spec, limit, budget, wait).await?;
+    let facts = page.facts;
     Ok(FetchFactsResponse {
         facts,
         high_watermark: page.high_watermark,

@@ -235,6 +235,45 @@ fn pages_are_bounded_by_bytes_too() {
                 .sum::<usize>()
                 <= 4096
         );
+        // Only what the response carried counts as fetched (SPEC §4): confirming the fourth,
+        // trimmed fact is refused, and the next page starts with it.
+        let beyond = handlers::confirm_receipt(
+            &node,
+            as_who("idmz-bsfg"),
+            ConfirmReceiptRequest {
+                consumer_name: "to-idmz".into(),
+                offset: 4,
+            },
+        )
+        .await;
+        assert_eq!(
+            beyond.map_err(|e| e.code).err(),
+            Some(Code::FailedPrecondition),
+            "offset 4 was not carried by the response"
+        );
+        handlers::confirm_receipt(
+            &node,
+            as_who("idmz-bsfg"),
+            ConfirmReceiptRequest {
+                consumer_name: "to-idmz".into(),
+                offset: 3,
+            },
+        )
+        .await
+        .expect("confirm what was carried");
+        let next = handlers::fetch_facts(
+            &node,
+            as_who("idmz-bsfg"),
+            FetchFactsRequest {
+                consumer_name: "to-idmz".into(),
+                limit: 5,
+                max_wait_ms: 0,
+            },
+        )
+        .await
+        .expect("next page");
+        let offsets: Vec<u64> = next.facts.iter().map(|f| f.offset).collect();
+        assert_eq!(offsets, vec![4, 5]);
     });
 }
 

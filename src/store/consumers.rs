@@ -131,6 +131,7 @@ impl JetStreamStore {
         &self,
         spec: &ConsumerSpec,
         limit: u32,
+        max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Page, StoreError> {
         let handle = self.consumer(spec)?;
@@ -179,6 +180,9 @@ impl JetStreamStore {
             .iter()
             .map(|m| decode(m, spec.category))
             .collect::<Result<Vec<_>, _>>()?;
+        // Only what the response will carry counts as fetched (SPEC §4).
+        let facts = super::within_budget(facts, max_bytes);
+        let end = facts.last().map_or(cursor, |f| f.offset);
         if end > marks.fetched {
             self.write_mark(fetched_key(&spec.name), end).await?;
             marks.fetched = end;

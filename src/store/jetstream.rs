@@ -388,9 +388,10 @@ impl Store for JetStreamStore {
         &self,
         spec: &ConsumerSpec,
         limit: u32,
+        max_bytes: usize,
         max_wait: Duration,
     ) -> Result<Page, StoreError> {
-        self.fetch_page(spec, limit, max_wait).await
+        self.fetch_page(spec, limit, max_bytes, max_wait).await
     }
 
     async fn confirm(&self, spec: &ConsumerSpec, offset: u64) -> Result<u64, StoreError> {

@@ -74,6 +74,7 @@ impl Store for MemoryStore {
         &self,
         spec: &ConsumerSpec,
         limit: u32,
+        max_bytes: usize,
         _max_wait: Duration,
     ) -> Result<Page, StoreError> {
         let mut state = self.state();
@@ -85,6 +86,7 @@ impl Store for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect();
+        let facts = super::within_budget(facts, max_bytes);
         if let Some(last) = facts.last() {
             *fetched = (*fetched).max(last.offset);
         }

@@ -75,6 +75,23 @@ pub struct CategoryFill {
     pub percent: f64,
 }
 
+/// The longest prefix of `facts` whose encoded size (as repeated fields of a response, with a
+/// few bytes of framing each) stays within `max_bytes`; never empty when `facts` is not, so one
+/// fact larger than the budget still moves the consumer on.
+pub fn within_budget(mut facts: Vec<StoredFact>, max_bytes: usize) -> Vec<StoredFact> {
+    let mut used = 0;
+    let mut keep = 0;
+    for stored in &facts {
+        used += prost::Message::encoded_len(stored) + 8;
+        if used > max_bytes && keep > 0 {
+            break;
+        }
+        keep += 1;
+    }
+    facts.truncate(keep);
+    facts
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Appends a fact; durable when this returns Ok. Same message_id and content hash → the
     /// original offset with `duplicate`; same id, other hash → [`StoreError::Conflict`].
@@ -83,12 +100,16 @@ pub trait Store: Send + Sync + 'static {
         fact: NewFact<'_>,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
-    /// The page right after the consumer's cursor, at most `limit` facts. Waits up to
-    /// `max_wait` for a first fact when none is available. Does not move the cursor.
+    /// The page right after the consumer's cursor, at most `limit` facts and about `max_bytes`
+    /// of encoded facts (always at least one fact; see [`within_budget`]). Waits up to
+    /// `max_wait` for a first fact when none is available. Does not move the cursor; records the
+    /// last offset of the page as fetched, so confirming beyond what a response carried is
+    /// refused (SPEC §4) — the caller must send the whole page it gets.
     fn fetch(
         &self,
         consumer: &ConsumerSpec,
         limit: u32,
+        max_bytes: usize,
         max_wait: Duration,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
