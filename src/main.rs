@@ -139,6 +139,7 @@ fn serve(path: &Path, drain: Duration, sandbox: SandboxChoice) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    bsfg::rpc::admission::warn_if_fd_limit_too_low(config.limits.max_connections);
     // 4. Sandbox, before any other thread exists (landlock binds the calling thread and its
     //    children): from here on the node can only do what serving needs.
     let report = if sandbox.enabled {

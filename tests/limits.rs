@@ -435,8 +435,15 @@ for i in range(9, 9 + length, 6):
 fn streams_per_connection_are_advertised_and_bad_limits_are_named() {
     let zone = Zone::start_with(ZoneOptions {
         limits_toml: "max_streams_per_connection = 7".into(),
+        // Too few for the default 512 connections: the node says so at start.
+        node_wrapper: vec!["prlimit".into(), "--nofile=256:256".into()],
         ..Default::default()
     });
+    assert!(
+        zone.node.log_contains("open-files limit is below"),
+        "{}",
+        zone.node.log()
+    );
     let output = Command::new(std::env::var("BSFG_PY").unwrap_or_else(|_| "python3".into()))
         .arg("-c")
         .arg(SERVER_SETTINGS)

@@ -184,6 +184,29 @@ impl ConnectionTable {
     }
 }
 
+/// The soft `Max open files` limit of this process, read from `/proc/self/limits`.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Warns when the process may not open `max_connections` connections plus what the node needs
+/// besides (pulls, nats-server, files: 128 kept aside); call before the sandbox hides `/proc`.
+pub fn warn_if_fd_limit_too_low(max_connections: usize) {
+    let needed = max_connections as u64 + 128;
+    if let Some(limit) = open_files_limit()
+        && limit < needed
+    {
+        tracing::warn!(
+            limit,
+            needed,
+            max_connections,
+            "the open-files limit is below limits.max_connections + 128: raise LimitNOFILE= or lower max_connections, or connections will fail with EMFILE before the connection limit applies"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +229,7 @@ mod tests {
         assert!(text.contains("bsfg_connections_evicted_total 1"), "{text}");
         assert!(text.contains("bsfg_connections_refused_total 1"), "{text}");
         assert!(text.contains("bsfg_connections_open 2"), "{text}");
+        assert!(open_files_limit().is_some_and(|n| n > 0));
         drop(oldest);
         assert!(
             metrics.render().contains("bsfg_connections_open 2"),
