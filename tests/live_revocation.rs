@@ -302,3 +302,40 @@ fn the_pull_client_refuses_a_revoked_server() {
         metrics(&idmz)
     );
 }
+
+/// A CA taken out of the bundle: its clients' open connections are cut off at the reload.
+#[test]
+fn a_ca_removed_from_the_bundle_cuts_off_its_clients_open_connections() {
+    // No CRL here: a CRL of the first CA would leave the second CA's certificates unknown.
+    let zone = Zone::start();
+    let first_ca = std::fs::read_to_string(&zone.pki.ca_path).expect("ca");
+    let second = Pki::new(&zone.dir.path().join("pki2"), "second CA");
+    std::fs::write(&zone.pki.ca_path, format!("{first_ca}{}", second.ca.pem())).expect("bundle");
+    assert!(
+        zone.node
+            .wait_for_log("TLS certificates reloaded", Duration::from_secs(5)),
+        "{}",
+        zone.node.log()
+    );
+    let files = second.issue(PRODUCER);
+    // The client trusts the node's CA (the first); its own certificate is the second CA's.
+    let client_ca = zone.dir.path().join("node-ca.pem");
+    std::fs::write(&client_ca, &first_ca).expect("client ca");
+    let mut connection =
+        H2Connection::open(zone.port, &client_ca, &files.cert, &files.key).expect("open");
+    assert_eq!(served(&mut connection, "ca-1").status(), 200);
+    std::fs::write(&zone.pki.ca_path, &first_ca).expect("drop the second CA");
+    eventually(
+        "the second CA's client is cut off",
+        Duration::from_secs(5),
+        || {
+            matches!(served(&mut connection, "ca-2"), H2Reply::ConnectionGone(_))
+                || connection.is_closed()
+        },
+    );
+    assert!(
+        metrics(&zone).contains("bsfg_tls_connections_closed_total{reason=\"unknown_ca\"} 1"),
+        "{}",
+        metrics(&zone)
+    );
+}
