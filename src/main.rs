@@ -148,6 +148,7 @@ fn serve(path: &Path, drain: Duration, sandbox: SandboxChoice) -> ExitCode {
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
+    bsfg::rpc::admission::warn_if_fd_limit_too_low(config.limits.max_connections);
     // 4. Sandbox, before any other thread exists (landlock binds the calling thread and its
     //    children): from here on the node can only do what serving needs.
     let report = if sandbox.enabled {
@@ -318,11 +319,13 @@ async fn run(
         node.metrics.clone(),
     ));
     // 8. Serve, reloading certificates on SIGHUP and file change; tell systemd we are ready.
+    let trust = reloader.trust();
     tokio::spawn(reloader.run());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(rpc::server::serve(
         listener,
         tls_config,
+        trust,
         node.clone(),
         stopped,
         drain,

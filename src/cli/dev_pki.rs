@@ -114,6 +114,19 @@ impl DevCa {
         days: i64,
         serial: &[u8],
     ) -> Result<(String, String), PkiError> {
+        let not_after = not_before + Duration::days(days);
+        self.issue_until(common_name, dns_names, not_before, not_after, serial)
+    }
+
+    /// As [`DevCa::issue_with_serial`], valid until `not_after` exactly (short-lived certificates).
+    pub fn issue_until(
+        &self,
+        common_name: &str,
+        dns_names: &[String],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        serial: &[u8],
+    ) -> Result<(String, String), PkiError> {
         let key = KeyPair::generate().map_err(generate(common_name))?;
         let mut params =
             CertificateParams::new(dns_names.to_vec()).map_err(generate(common_name))?;
@@ -136,7 +149,7 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.not_before = not_before;
-        params.not_after = not_before + Duration::days(days);
+        params.not_after = not_after;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(generate(common_name))?;
@@ -148,16 +161,31 @@ impl DevCa {
     /// A PEM CRL, valid for a day, revoking the certificates with these serial numbers.
     pub fn crl(&self, revoked_serials: &[&[u8]]) -> Result<String, PkiError> {
         let now = OffsetDateTime::now_utc();
+        self.crl_valid(
+            revoked_serials,
+            now - Duration::minutes(5),
+            now + Duration::days(1),
+        )
+    }
+
+    /// As [`DevCa::crl`], issued at `this_update` and due for renewal at `next_update` (a
+    /// `next_update` in the past makes a stale CRL).
+    pub fn crl_valid(
+        &self,
+        revoked_serials: &[&[u8]],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+    ) -> Result<String, PkiError> {
         let params = CertificateRevocationListParams {
-            this_update: now - Duration::minutes(5),
-            next_update: now + Duration::days(1),
+            this_update,
+            next_update,
             crl_number: SerialNumber::from(1u64),
             issuing_distribution_point: None,
             revoked_certs: revoked_serials
                 .iter()
                 .map(|serial| RevokedCertParams {
                     serial_number: SerialNumber::from_slice(serial),
-                    revocation_time: now - Duration::minutes(1),
+                    revocation_time: this_update,
                     reason_code: Some(RevocationReason::KeyCompromise),
                     invalidity_date: None,
                 })

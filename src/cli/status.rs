@@ -128,9 +128,45 @@ pub fn print_status(path: &Path) -> ExitCode {
             }
         }
     }
+    unhealthy |= print_crls(&config);
     if unhealthy {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// One line per configured CRL; true when one is stale or unreadable (see `rpc::crl`).
+fn print_crls(config: &Config) -> bool {
+    if config.tls.crls.is_empty() {
+        return false;
+    }
+    println!("\ncertificate revocation lists:");
+    let now = crate::rpc::crl::now_unix();
+    let mut unhealthy = false;
+    for path in &config.tls.crls {
+        match crate::rpc::crl::freshness(path) {
+            Err(e) => {
+                unhealthy = true;
+                println!("  {}  UNREADABLE: {e}", path.display());
+            }
+            Ok(crl) => {
+                let next = crl.next_update.map_or("none".to_string(), |n| {
+                    time::OffsetDateTime::from_unix_timestamp(n)
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|_| n.to_string())
+                });
+                if crl.is_stale(now) {
+                    unhealthy = true;
+                    println!(
+                        "  {}  STALE: nextUpdate {next} has passed; still enforced, publish a fresh CRL",
+                        path.display()
+                    );
+                } else {
+                    println!("  {}  fresh, nextUpdate {next}", path.display());
+                }
+            }
+        }
+    }
+    unhealthy
 }

@@ -164,6 +164,17 @@ pub struct LimitsSection {
     /// A connection with no call in flight for this long is closed (HTTP/1.1 and HTTP/2).
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: String,
+    /// Most connections open at once (TLS handshakes included); at the limit the longest-idle
+    /// connection is closed to make room, and a new one is refused only when every one is busy.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: calls in flight on one connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// Node-wide budget for request bodies being read; a call that finds it exhausted is
+    /// refused with `resource_exhausted`.
+    #[serde(default = "default_max_buffered_request_bytes")]
+    pub max_buffered_request_bytes: u64,
 }
 
 impl Default for LimitsSection {
@@ -178,6 +189,9 @@ impl Default for LimitsSection {
             body_timeout: default_body_timeout(),
             call_timeout: default_call_timeout(),
             idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            max_buffered_request_bytes: default_max_buffered_request_bytes(),
         }
     }
 }
@@ -315,6 +329,15 @@ fn default_call_timeout() -> String {
 }
 fn default_idle_timeout() -> String {
     "120s".into()
+}
+fn default_max_connections() -> u32 {
+    512
+}
+fn default_max_streams_per_connection() -> u32 {
+    32
+}
+fn default_max_buffered_request_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 pub(super) fn default_max_age() -> String {
     "3650d".into()

@@ -88,6 +88,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     pub call_timeout: Duration,
     pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_streams_per_connection: u32,
+    pub max_buffered_request_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

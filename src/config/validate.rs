@@ -223,7 +223,12 @@ fn validate_limits(p: &mut Problems, file: &ConfigFile) -> Limits {
             "must be at least 1s (idle connections are closed after it)",
         );
     }
+    validate_resource_limits(p, l);
     Limits {
+        max_connections: usize::try_from(l.max_connections).unwrap_or(usize::MAX),
+        max_streams_per_connection: l.max_streams_per_connection,
+        max_buffered_request_bytes: usize::try_from(l.max_buffered_request_bytes)
+            .unwrap_or(usize::MAX),
         max_request_bytes: usize::try_from(l.max_request_bytes).unwrap_or(usize::MAX),
         max_fact_bytes: usize::try_from(l.max_fact_bytes).unwrap_or(usize::MAX),
         max_page: l.max_page,
@@ -233,6 +238,33 @@ fn validate_limits(p: &mut Problems, file: &ConfigFile) -> Limits {
         body_timeout: p.duration("limits.body_timeout", &l.body_timeout),
         call_timeout: p.duration("limits.call_timeout", &l.call_timeout),
         idle_timeout,
+    }
+}
+
+/// Connections, streams and the request-body budget (docs/configuration.md, "Sizing").
+fn validate_resource_limits(p: &mut Problems, l: &super::file::LimitsSection) {
+    if !(1..=65_536).contains(&l.max_connections) {
+        p.add(
+            "limits.max_connections",
+            l.max_connections,
+            "must be between 1 and 65536",
+        );
+    }
+    if !(1..=1000).contains(&l.max_streams_per_connection) {
+        p.add(
+            "limits.max_streams_per_connection",
+            l.max_streams_per_connection,
+            "must be between 1 and 1000",
+        );
+    }
+    if l.max_buffered_request_bytes < l.max_request_bytes
+        || l.max_buffered_request_bytes > 16 * 1024 * 1024 * 1024
+    {
+        p.add(
+            "limits.max_buffered_request_bytes",
+            l.max_buffered_request_bytes,
+            "must be at least limits.max_request_bytes (one whole request) and at most 16 GiB",
+        );
     }
 }
 

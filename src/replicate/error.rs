@@ -56,6 +56,11 @@ impl PullError {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             PullError::Peer(ClientError::WrongPeer { .. }) => "wrong_peer",
+            PullError::Peer(ClientError::PeerCertificate { reason, .. }) => match reason.as_str() {
+                "revoked" => "peer_revoked",
+                "expired" => "peer_expired",
+                _ => "peer_certificate",
+            },
             PullError::Peer(e) if e.code() == Some("permission_denied") => "permission_denied",
             PullError::Peer(_) => "peer",
             PullError::Store(_) => "store",

@@ -8,10 +8,16 @@
 //!
 //! Responses are decoded by their content type (binary or JSON), and fields from a newer peer's
 //! schema are skipped in both codecs, so a pull keeps working across a staged upgrade.
+//!
+//! The peer's server certificate is also checked against the configured CRLs (`tls.crls`; a CRL
+//! of another issuer leaves the status unknown, which is accepted). An open connection is dropped
+//! and re-made (so re-checked) before the next call when a CRL or the peer CA file changed or when
+//! the peer's certificate has expired: a revoked peer fails with [`ClientError::PeerCertificate`].
 
 use super::{
+    crl::{now_unix, read_crl_file},
     error::Code,
-    tls::{common_name, load_certificates, load_private_key, provider},
+    tls::{common_name, failure_reason, load_certificates, load_private_key, provider},
 };
 use crate::config::TlsFiles;
 use bytes::Bytes;
@@ -41,6 +47,8 @@ pub enum ClientError {
         expected: String,
         found: String,
     },
+    #[error("peer at {addr} presented a certificate that is {reason}; refusing the connection")]
+    PeerCertificate { addr: String, reason: String },
     #[error("TLS set-up: {0}")]
     Tls(String),
     #[error("{code}: {message}")]
@@ -68,7 +76,16 @@ pub struct PeerClient {
     tls_files: TlsFiles,
     peer_ca: std::path::PathBuf,
     timeout: Duration,
-    connection: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    connection: Mutex<Option<OpenConnection>>,
+}
+
+/// An open HTTP/2 connection and what its peer's certificate was checked against.
+struct OpenConnection {
+    sender: SendRequest<Full<Bytes>>,
+    /// Modification times of the CRL and peer CA files when it was opened.
+    trust_files: Vec<Option<std::time::SystemTime>>,
+    /// The peer certificate's notAfter, Unix seconds.
+    not_after: i64,
 }
 
 impl PeerClient {
@@ -111,17 +128,40 @@ impl PeerClient {
         }
         let chain = load_certificates(&self.tls_files.certificate).map_err(|e| tls(&e))?;
         let key = load_private_key(&self.tls_files.private_key).map_err(|e| tls(&e))?;
+        let mut crls = Vec::new();
+        for path in &self.tls_files.crls {
+            crls.extend(read_crl_file(path).map_err(|e| tls(&e))?);
+        }
+        let mut verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        );
+        if !crls.is_empty() {
+            verifier = verifier
+                .with_crls(crls)
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        let verifier = verifier.build().map_err(|e| tls(&e))?;
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| tls(&e))?
-            .with_root_certificates(roots)
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(chain, key)
             .map_err(|e| tls(&e))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    fn trust_files(&self) -> Vec<Option<std::time::SystemTime>> {
+        std::iter::once(&self.peer_ca)
+            .chain(self.tls_files.crls.iter())
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    async fn connect(&self) -> Result<OpenConnection, ClientError> {
+        let trust_files = self.trust_files();
         let failed = |reason: String| ClientError::Connect {
             addr: self.addr.clone(),
             reason,
@@ -138,12 +178,23 @@ impl PeerClient {
         )
         .await
         .map_err(|_| failed("TLS handshake timed out".into()))?
-        .map_err(|e| failed(format!("TLS handshake: {e}")))?;
-        let found = tls
+        .map_err(|e| match failure_reason(&e) {
+            reason @ ("revoked" | "expired" | "not_yet_valid" | "unknown_ca"
+            | "bad_certificate") => ClientError::PeerCertificate {
+                addr: self.addr.clone(),
+                reason: reason.to_string(),
+            },
+            _ => failed(format!("TLS handshake: {e}")),
+        })?;
+        let leaf = tls
             .get_ref()
             .1
             .peer_certificates()
-            .and_then(|chain| chain.first())
+            .and_then(|chain| chain.first());
+        let not_after = leaf
+            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf.as_ref()).ok())
+            .map_or(0, |(_, parsed)| parsed.validity().not_after.timestamp());
+        let found = leaf
             .and_then(|leaf| common_name(leaf.as_ref()))
             .unwrap_or_default();
         if found != self.expected_identity {
@@ -166,18 +217,26 @@ impl PeerClient {
                 tracing::debug!(peer = %addr, error = %e, "peer connection closed");
             }
         });
-        Ok(sender)
+        Ok(OpenConnection {
+            sender,
+            trust_files,
+            not_after,
+        })
     }
 
     async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, ClientError> {
         let mut slot = self.connection.lock().await;
-        if let Some(sender) = slot.as_ref()
-            && !sender.is_closed()
+        if let Some(open) = slot.as_ref()
+            && !open.sender.is_closed()
+            && open.not_after >= now_unix()
+            && open.trust_files == self.trust_files()
         {
-            return Ok(sender.clone());
+            return Ok(open.sender.clone());
         }
-        let sender = self.connect().await?;
-        *slot = Some(sender.clone());
+        *slot = None;
+        let open = self.connect().await?;
+        let sender = open.sender.clone();
+        *slot = Some(open);
         Ok(sender)
     }
 

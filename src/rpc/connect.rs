@@ -53,6 +53,9 @@ pub struct UnaryCall {
     pub body: Bytes,
     pub gzip_response: bool,
     pub timeout: Option<Duration>,
+    /// The body's bytes taken from the node's request-body budget, given back when the call
+    /// ends (`budget.rs`); `None` for GET.
+    pub body_grant: Option<super::budget::BodyGrant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -228,6 +231,7 @@ pub async fn read_request(
     request: Request<Incoming>,
     method: &MethodInfo,
     limits: BodyLimits,
+    budget: &super::budget::BodyBudget,
 ) -> Result<UnaryCall, RpcError> {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
@@ -249,6 +253,7 @@ pub async fn read_request(
                 body: message,
                 gzip_response,
                 timeout,
+                body_grant: None,
             });
         }
         Err(e) => {
@@ -268,36 +273,29 @@ pub async fn read_request(
         }
     };
     let encoding = encoding.as_deref();
-    let limited = Limited::new(body, limits.max_bytes);
-    let collected = tokio::time::timeout(limits.body_timeout, limited.collect())
-        .await
-        .map_err(|_| {
-            RpcError::new(
-                Code::DeadlineExceeded,
-                format!(
-                    "request body not received within {} s",
-                    limits.body_timeout.as_secs()
-                ),
-            )
-        })?;
-    let body = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large("request body", limits.max_bytes));
-        }
-        Err(e) => {
-            return Err(RpcError::new(
-                Code::Canceled,
-                format!("reading the request body failed: {e}"),
-            ));
-        }
-    };
+    let collected = tokio::time::timeout(
+        limits.body_timeout,
+        super::budget::collect_body(body, limits.max_bytes, budget),
+    )
+    .await
+    .map_err(|_| {
+        super::budget::record_refused(&budget.metrics(), "body_timeout");
+        RpcError::new(
+            Code::DeadlineExceeded,
+            format!(
+                "request body not received within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )
+    })?;
+    let (body, grant) = collected.map_err(RpcError::from)?;
     let body = decompress(body, encoding, limits.max_bytes)?;
     Ok(UnaryCall {
         codec,
         body,
         gzip_response,
         timeout,
+        body_grant: Some(grant),
     })
 }
 

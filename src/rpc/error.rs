@@ -151,6 +151,22 @@ impl From<FactError> for RpcError {
     }
 }
 
+impl From<super::budget::BodyError> for RpcError {
+    fn from(e: super::budget::BodyError) -> Self {
+        use super::budget::BodyError;
+        match e {
+            BodyError::TooLarge { max } => RpcError::new(
+                Code::ResourceExhausted,
+                format!("request body is larger than the server's limit of {max} bytes"),
+            ),
+            BodyError::BudgetExhausted { .. } => {
+                RpcError::new(Code::ResourceExhausted, e.to_string())
+            }
+            BodyError::Read(_) => RpcError::new(Code::Canceled, e.to_string()),
+        }
+    }
+}
+
 impl From<StoreError> for RpcError {
     fn from(e: StoreError) -> Self {
         let code = match &e {

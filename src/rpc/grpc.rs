@@ -14,6 +14,7 @@
 //! the limit plus the 5-byte prefix and one byte.
 
 use super::{
+    budget::BodyBudget,
     connect::{BodyLimits, Codec, DRAIN_TIMEOUT, UnaryCall, decompress, header_str, too_large},
     error::{Code, RpcError},
 };
@@ -151,6 +152,7 @@ pub async fn read_request(
     mode: Option<GrpcMode>,
     request: Request<Incoming>,
     limits: BodyLimits,
+    budget: &BodyBudget,
 ) -> Result<UnaryCall, RpcError> {
     let (parts, body) = request.into_parts();
     let (mode, encoding, timeout) = match check_head(mode, &parts, limits) {
@@ -169,36 +171,31 @@ pub async fn read_request(
             return Err(e);
         }
     };
-    let limited = Limited::new(body, limits.max_bytes + 5);
-    let collected = tokio::time::timeout(limits.body_timeout, limited.collect())
-        .await
-        .map_err(|_| {
-            RpcError::new(
-                Code::DeadlineExceeded,
-                format!(
-                    "request body not received within {} s",
-                    limits.body_timeout.as_secs()
-                ),
-            )
-        })?;
-    let body = match collected {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(too_large("request message", limits.max_bytes));
-        }
-        Err(e) => {
-            return Err(RpcError::new(
-                Code::Canceled,
-                format!("reading the request body failed: {e}"),
-            ));
-        }
-    };
+    // The 5-byte prefix rides on top of the message limit; the bytes come from the node's
+    // request-body budget like a Connect body's (`budget.rs`).
+    let collected = tokio::time::timeout(
+        limits.body_timeout,
+        super::budget::collect_body(body, limits.max_bytes + 5, budget),
+    )
+    .await
+    .map_err(|_| {
+        super::budget::record_refused(&budget.metrics(), "body_timeout");
+        RpcError::new(
+            Code::DeadlineExceeded,
+            format!(
+                "request body not received within {} s",
+                limits.body_timeout.as_secs()
+            ),
+        )
+    })?;
+    let (body, grant) = collected.map_err(RpcError::from)?;
     let message = unframe(body, encoding.as_deref(), limits.max_bytes)?;
     Ok(UnaryCall {
         codec: mode.codec,
         body: message,
         gzip_response: accepts_gzip(&parts.headers),
         timeout,
+        body_grant: Some(grant),
     })
 }
 

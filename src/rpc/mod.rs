@@ -3,15 +3,19 @@
 //! `protocol.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
 //! method (`handlers.rs`), wired together by `server.rs`.
 
+pub mod admission;
 pub mod authz;
+pub mod budget;
 pub mod client;
 pub mod connect;
+pub mod crl;
 pub mod error;
 pub mod grpc;
 pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
 pub mod protocol;
+pub mod revalidate;
 pub mod server;
 pub mod tls;
 

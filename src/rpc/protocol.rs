@@ -7,6 +7,7 @@
 //! [`RpcError::into_response`]'s, byte for byte, only boxed.
 
 use super::{
+    budget::BodyBudget,
     connect::{self, BodyLimits, MethodInfo, UnaryCall},
     error::RpcError,
     grpc::{self, GrpcMode},
@@ -54,10 +55,11 @@ impl Protocol {
         request: Request<Incoming>,
         method: &MethodInfo,
         limits: BodyLimits,
+        budget: &BodyBudget,
     ) -> Result<UnaryCall, RpcError> {
         match self {
-            Protocol::Connect => connect::read_request(request, method, limits).await,
-            Protocol::Grpc(mode) => grpc::read_request(mode, request, limits).await,
+            Protocol::Connect => connect::read_request(request, method, limits, budget).await,
+            Protocol::Grpc(mode) => grpc::read_request(mode, request, limits, budget).await,
         }
     }
 

@@ -10,11 +10,14 @@
 
 use super::{
     Node,
+    admission::ConnectionTable,
     authz::Identity,
+    budget::BodyBudget,
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
     protocol::{self, Protocol, ResponseBody},
+    revalidate::{self, ClientTrust, PeerCertificate},
     tls,
 };
 use crate::store::Store;
@@ -29,10 +32,7 @@ use hyper_util::{
 use rustls::ServerConfig;
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tokio::{net::TcpListener, sync::watch};
@@ -63,11 +63,23 @@ const GET: MethodInfo = MethodInfo {
 pub async fn serve<S: Store>(
     listener: TcpListener,
     tls_config: watch::Receiver<Arc<ServerConfig>>,
+    trust: watch::Receiver<Arc<ClientTrust>>,
     node: Arc<Node<S>>,
     mut shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    tokio::spawn(revalidate::watch_crl_freshness(
+        trust.clone(),
+        node.metrics.clone(),
+        node.config.tls.reload_interval,
+    ));
+    let connections =
+        ConnectionTable::new(node.config.limits.max_connections, node.metrics.clone());
+    let budget = BodyBudget::new(
+        node.config.limits.max_buffered_request_bytes,
+        node.metrics.clone(),
+    );
     // The watchdog is pinged from this loop: if it stops turning, systemd restarts the node.
     let mut watchdog = crate::ops::notify::watchdog_interval().map(tokio::time::interval);
     loop {
@@ -83,12 +95,25 @@ pub async fn serve<S: Store>(
             _ = ping => crate::ops::notify::watchdog(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(slot) = connections.admit() else {
+                        tracing::warn!(%peer, max = node.config.limits.max_connections, "connection refused: every connection has a call in flight");
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let acceptor = TlsAcceptor::from(tls_config.borrow().clone());
                     let node = node.clone();
                     let watcher = graceful.watcher();
+                    let trust = trust.clone();
+                    let budget = budget.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, acceptor, node, watcher).await;
+                        let activity = slot.activity.clone();
+                        let (slot, calls) = (&slot, Calls { trust, budget, activity });
+                        tokio::select! {
+                            () = serve_connection(stream, peer, acceptor, calls, node, watcher) => {}
+                            () = slot.evicted() => {
+                                tracing::debug!(%peer, "longest-idle connection closed to make room (limits.max_connections)");
+                            }
+                        }
                     });
                 }
                 Err(e) => {
@@ -113,65 +138,26 @@ pub async fn serve<S: Store>(
     }
 }
 
-/// Calls in flight on one connection, and since when none is: what the idle timeout watches.
-struct ConnectionActivity {
-    in_flight: AtomicUsize,
-    idle_since: Mutex<Instant>,
-}
-
-/// One call in flight; its end (or its future being dropped) makes the connection idle again.
-struct CallInFlight(Arc<ConnectionActivity>);
-
-impl Drop for CallInFlight {
-    fn drop(&mut self) {
-        *self.0.lock_idle_since() = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl ConnectionActivity {
-    fn new() -> Arc<Self> {
-        Arc::new(ConnectionActivity {
-            in_flight: AtomicUsize::new(0),
-            idle_since: Mutex::new(Instant::now()),
-        })
-    }
-
-    fn lock_idle_since(&self) -> std::sync::MutexGuard<'_, Instant> {
-        self.idle_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn call(self: &Arc<Self>) -> CallInFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        CallInFlight(self.clone())
-    }
-
-    /// Resolves once no call has been in flight for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            let quiet = *self.lock_idle_since();
-            let wait = if self.in_flight.load(Ordering::SeqCst) > 0 {
-                idle
-            } else {
-                match idle.checked_sub(quiet.elapsed()) {
-                    Some(left) if !left.is_zero() => left,
-                    _ => return,
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
+/// What every call on a connection is checked against and reads its body through.
+struct Calls {
+    trust: watch::Receiver<Arc<ClientTrust>>,
+    budget: BodyBudget,
+    activity: Arc<super::admission::ConnectionActivity>,
 }
 
 async fn serve_connection<S: Store>(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
+    calls: Calls,
     node: Arc<Node<S>>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
+    let Calls {
+        trust,
+        budget,
+        activity,
+    } = calls;
     let limits = node.config.limits.clone();
     let tls_stream =
         match tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await {
@@ -199,15 +185,40 @@ async fn serve_connection<S: Store>(
         tracing::warn!(%peer, reason = "no_common_name", "client certificate has no Subject CN");
         return;
     };
+    // Kept to re-check revocation and expiry while the connection lives (revalidate.rs).
+    let Some(certificate) = tls_stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(PeerCertificate::new)
+        .map(Arc::new)
+    else {
+        node.metrics.record_tls_failure("bad_certificate");
+        tracing::warn!(%peer, reason = "bad_certificate", "client certificate cannot be parsed");
+        return;
+    };
     let identity = Identity { common_name };
-    let activity = ConnectionActivity::new();
     let calls = activity.clone();
+    let metrics = node.metrics.clone();
+    let call_trust = trust.clone();
+    let call_certificate = certificate.clone();
     let service = hyper::service::service_fn(move |request| {
         let node = node.clone();
         let identity = identity.clone();
         let call = calls.call();
+        let budget = budget.clone();
+        let refused = call_certificate.check_call(&call_trust.borrow()).err();
         async move {
-            let response = route(node, identity, request).await;
+            let response = match refused {
+                Some(e) => {
+                    node.metrics
+                        .record_call("revalidation", e.code.as_str(), Duration::ZERO);
+                    tracing::info!(identity = %identity.common_name, code = e.code.as_str(), message = %e.message, "call refused");
+                    // In the caller's protocol: a gRPC client reads grpc-status, not JSON.
+                    Protocol::of(request.headers()).refuse(e)
+                }
+                None => route(node, identity, request, budget).await,
+            };
             drop(call);
             Ok::<_, std::convert::Infallible>(response)
         }
@@ -221,7 +232,7 @@ async fn serve_connection<S: Store>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(64)
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
@@ -235,18 +246,25 @@ async fn serve_connection<S: Store>(
         () = activity.idle_for(limits.idle_timeout) => {
             tracing::debug!(%peer, idle_s = limits.idle_timeout.as_secs(), "idle connection closed");
         }
+        reason = revalidate::until_refused(&certificate, trust) => {
+            revalidate::record_closed(&metrics, reason);
+            tracing::warn!(%peer, reason, "client certificate no longer accepted; connection closed");
+        }
     }
 }
 
 /// Runs one unary method: read, decode, authorize and handle within the deadline, encode.
 macro_rules! unary {
-    ($node:expr, $protocol:expr, $identity:expr, $request:expr, $info:expr, $type_name:literal, $handler:path) => {{
+    ($node:expr, $protocol:expr, $identity:expr, $request:expr, $budget:expr, $info:expr, $type_name:literal, $handler:path) => {{
         let node = &$node;
         let limits = BodyLimits {
             max_bytes: node.config.limits.max_request_bytes,
             body_timeout: node.config.limits.body_timeout,
         };
-        match $protocol.read_request($request, &$info, limits).await {
+        match $protocol
+            .read_request($request, &$info, limits, $budget)
+            .await
+        {
             Err(e) => Err(e),
             Ok(call) => {
                 let budget = call.timeout.map_or(node.config.limits.call_timeout, |t| {
@@ -278,6 +296,7 @@ async fn route<S: Store>(
     node: Arc<Node<S>>,
     identity: Identity,
     request: Request<Incoming>,
+    budget: BodyBudget,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
@@ -290,6 +309,7 @@ async fn route<S: Store>(
                 protocol,
                 identity,
                 request,
+                &budget,
                 APPEND,
                 "bsfg.v1.AppendFactRequest",
                 handlers::append_fact
@@ -302,6 +322,7 @@ async fn route<S: Store>(
                 protocol,
                 identity,
                 request,
+                &budget,
                 FETCH,
                 "bsfg.v1.FetchFactsRequest",
                 handlers::fetch_facts
@@ -314,6 +335,7 @@ async fn route<S: Store>(
                 protocol,
                 identity,
                 request,
+                &budget,
                 CONFIRM,
                 "bsfg.v1.ConfirmReceiptRequest",
                 handlers::confirm_receipt
@@ -326,6 +348,7 @@ async fn route<S: Store>(
                 protocol,
                 identity,
                 request,
+                &budget,
                 PUT,
                 "bsfg.v1.PutObjectRequest",
                 handlers::put_object
@@ -338,6 +361,7 @@ async fn route<S: Store>(
                 protocol,
                 identity,
                 request,
+                &budget,
                 GET,
                 "bsfg.v1.GetObjectRequest",
                 handlers::get_object

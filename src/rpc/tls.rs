@@ -7,6 +7,7 @@
 //! new connection takes the newest one; the listener is never dropped. A reload that fails keeps
 //! the previous configuration and says why.
 
+pub use super::revalidate::ClientTrust;
 use crate::config::TlsFiles;
 use rustls::{
     ServerConfig,
@@ -59,15 +60,7 @@ fn load_crls(
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
     let mut out = Vec::new();
     for path in paths {
-        let bytes =
-            std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-        if bytes.starts_with(b"-----BEGIN") {
-            for crl in CertificateRevocationListDer::pem_slice_iter(&bytes) {
-                out.push(crl.map_err(|e| file_error(path, format!("invalid PEM CRL: {e}")))?);
-            }
-        } else {
-            out.push(CertificateRevocationListDer::from(bytes));
-        }
+        out.extend(super::crl::read_crl_file(path)?);
     }
     Ok(out)
 }
@@ -98,13 +91,19 @@ pub fn client_verifier(files: &TlsFiles) -> Result<Arc<dyn ClientCertVerifier>, 
 
 /// Builds the listener's TLS configuration from the files, checking each.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    Ok(build(files)?.0)
+}
+
+/// The listener's configuration and the client verifier inside it (kept to re-check the
+/// certificates of connections already open, `revalidate.rs`).
+fn build(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<dyn ClientCertVerifier>), TlsError> {
     let chain = load_certificates(&files.certificate)?;
     let key = load_private_key(&files.private_key)?;
     let verifier = client_verifier(files)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(|e| {
             file_error(
@@ -113,7 +112,7 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), verifier))
 }
 
 /// The Subject CN of a DER certificate.
@@ -125,18 +124,26 @@ pub fn common_name(cert: &[u8]) -> Option<String> {
 
 /// Why a handshake failed, as a short label for logs and the `reason` metric label.
 pub fn failure_reason(error: &std::io::Error) -> &'static str {
-    use rustls::{CertificateError, Error};
     if error.kind() == std::io::ErrorKind::TimedOut {
         return "timeout";
     }
-    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return if error.kind() == std::io::ErrorKind::UnexpectedEof {
             "connection_closed"
         } else {
             "io"
         };
     };
-    match tls {
+    certificate_error_reason(tls)
+}
+
+/// A rustls error as a short label (`revoked`, `expired`, `unknown_ca`, ...).
+pub fn certificate_error_reason(error: &rustls::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error {
         Error::NoCertificatesPresented => "no_client_certificate",
         Error::InvalidCertificate(CertificateError::UnknownIssuer) => "unknown_ca",
         Error::InvalidCertificate(CertificateError::Expired)
@@ -165,20 +172,40 @@ fn fingerprint(files: &TlsFiles) -> Vec<Option<SystemTime>> {
 pub struct TlsReloader {
     files: TlsFiles,
     sender: watch::Sender<Arc<ServerConfig>>,
+    trust: watch::Sender<Arc<ClientTrust>>,
 }
 
 impl TlsReloader {
     pub fn new(files: TlsFiles) -> Result<(Self, watch::Receiver<Arc<ServerConfig>>), TlsError> {
-        let config = server_config(&files)?;
+        let (config, verifier) = build(&files)?;
         let (sender, receiver) = watch::channel(config);
-        Ok((TlsReloader { files, sender }, receiver))
+        let (trust, _) = watch::channel(Arc::new(ClientTrust::new(verifier, &files, 1)));
+        Ok((
+            TlsReloader {
+                files,
+                sender,
+                trust,
+            },
+            receiver,
+        ))
+    }
+
+    /// The client verifier in force, for re-checking connections already open.
+    pub fn trust(&self) -> watch::Receiver<Arc<ClientTrust>> {
+        self.trust.subscribe()
     }
 
     /// Rebuilds the configuration now; on failure the old one stays in force.
     pub fn reload(&self, why: &str) -> bool {
-        match server_config(&self.files) {
-            Ok(config) => {
+        match build(&self.files) {
+            Ok((config, verifier)) => {
                 self.sender.send_replace(config);
+                let generation = self.trust.borrow().generation + 1;
+                self.trust.send_replace(Arc::new(ClientTrust::new(
+                    verifier,
+                    &self.files,
+                    generation,
+                )));
                 tracing::info!(trigger = why, "TLS certificates reloaded");
                 true
             }

@@ -9,6 +9,7 @@
 pub mod chain;
 pub mod clients;
 pub mod dns;
+pub mod h2;
 pub mod js;
 pub mod producer;
 
