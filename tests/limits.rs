@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::observe::metrics;
+
 use common::{OPERATOR, PRODUCER, STRANGER, Zone, ZoneOptions, append_json, h2};
 use std::{
     process::{Command, Stdio},
@@ -17,10 +19,6 @@ use std::{
 
 const IDLE_CONNECTIONS: usize = 2000;
 const RAW_TCP_CONNECTIONS: usize = 100;
-
-fn metrics(zone: &Zone) -> String {
-    String::from_utf8_lossy(&zone.curl(OPERATOR).request("/metrics", &[], None).body).into_owned()
-}
 
 fn gauge(text: &str, series: &str) -> f64 {
     text.lines()

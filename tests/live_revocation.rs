@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::observe::{eventually, metrics};
+
 use common::{
-    OPERATOR, PRODUCER, Pki, Zone, ZoneOptions, append_json, bsfg_binary,
+    PRODUCER, Pki, Zone, ZoneOptions, append_json, bsfg_binary,
     h2::{H2Connection, H2Reply},
 };
 use std::{
@@ -17,21 +19,6 @@ use std::{
 use time::OffsetDateTime;
 
 const APPEND: &str = "/bsfg.v1.BoundaryService/AppendFact";
-
-fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {deadline:?} waiting until {what}");
-}
-
-fn metrics(zone: &Zone) -> String {
-    String::from_utf8_lossy(&zone.curl(OPERATOR).request("/metrics", &[], None).body).into_owned()
-}
 
 /// A producer certificate with a chosen serial and validity, written next to the zone's PKI.
 fn producer_cert(zone: &Zone, serial: &[u8], not_after: OffsetDateTime) -> (PathBuf, PathBuf) {

@@ -6,14 +6,13 @@
 
 mod common;
 
+use common::observe::{eventually, metric, metrics, status};
+
 use common::{
-    OPERATOR, PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port,
+    PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port,
     js::{last_sequence, wait_for_count},
 };
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 /// plant-a, and an idmz zone pulling from it with `pulls(plant_port)` added to its config.
 /// plant-a's `forger` may append operational facts claiming to come from `enterprise`: the
@@ -43,35 +42,6 @@ fn pair(pulls: impl Fn(u16) -> String) -> (Zone, Zone, tempfile::TempDir) {
 fn pull(name: &str, port: u16, consumer: &str, category: &str, accept: &str) -> String {
     format!(
         "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://127.0.0.1:{port}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\nidle_wait = \"1s\"\n{accept}"
-    )
-}
-
-fn metrics(zone: &Zone) -> String {
-    String::from_utf8_lossy(&zone.curl(OPERATOR).request("/metrics", &[], None).body).into_owned()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
-
-fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn status(zone: &Zone) -> (i32, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bsfg"))
-        .args(["status", "--config"])
-        .arg(&zone.config_path)
-        .output()
-        .expect("bsfg status");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
     )
 }
 

@@ -6,41 +6,14 @@
 
 mod common;
 
-use common::{OPERATOR, PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port};
+use common::observe::{eventually, metric, metrics, status};
+
+use common::{PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port};
 use std::{
     os::unix::net::UnixDatagram,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-
-fn metrics(zone: &Zone) -> String {
-    String::from_utf8_lossy(&zone.curl(OPERATOR).request("/metrics", &[], None).body).into_owned()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-}
-
-fn eventually(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn status(zone: &Zone) -> (i32, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bsfg"))
-        .args(["status", "--config"])
-        .arg(&zone.config_path)
-        .output()
-        .expect("bsfg status");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
-}
 
 /// Every STATUS= line the node sent to its notify socket, collected by a thread.
 fn collect_status_lines(socket: UnixDatagram) -> Arc<Mutex<Vec<(Instant, String)>>> {

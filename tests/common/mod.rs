@@ -11,6 +11,7 @@ pub mod clients;
 pub mod dns;
 pub mod h2;
 pub mod js;
+pub mod observe;
 pub mod producer;
 
 use bsfg::cli::dev_pki::DevCa;
