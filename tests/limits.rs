@@ -294,6 +294,21 @@ impl FloodTarget {
 
 #[test]
 fn request_bodies_held_by_one_connection_cannot_pass_the_node_budget() {
+    bodies_held_past_the_budget(&[
+        ("content-type", "application/proto"),
+        ("connect-protocol-version", "1"),
+    ]);
+}
+
+/// The same budget holds for gRPC bodies: the third is refused with grpc-status 8.
+#[test]
+fn grpc_request_bodies_share_the_node_budget() {
+    bodies_held_past_the_budget(&[("content-type", "application/grpc"), ("te", "trailers")]);
+}
+
+/// Three bodies of 900 KB held open on one connection; the node's 2 MiB budget takes two.
+fn bodies_held_past_the_budget(headers: &[(&'static str, &'static str)]) {
+    let grpc = headers.contains(&("content-type", "application/grpc"));
     let zone = Zone::start_with(ZoneOptions {
         // max_request_bytes is 1 MiB in the test template: two bodies of 900 KB fit, a third not.
         limits_toml: "max_buffered_request_bytes = 2097152".into(),
@@ -326,9 +341,14 @@ fn request_bodies_held_by_one_connection_cannot_pass_the_node_budget() {
                 "https://127.0.0.1:{}/bsfg.v1.BoundaryService/AppendFact",
                 zone.port
             ))
-            .header("content-type", "application/proto")
-            .header("connect-protocol-version", "1")
             .body(http_body_util::StreamBody::new(rx))
+            .map(|mut r| {
+                for (name, value) in headers {
+                    r.headers_mut()
+                        .insert(*name, http::HeaderValue::from_static(value));
+                }
+                r
+            })
             .expect("request");
             sender.ready().await.expect("ready");
             let response = sender.send_request(request);
@@ -361,13 +381,22 @@ fn request_bodies_held_by_one_connection_cannot_pass_the_node_budget() {
             Ok(Ok(Ok(response))) => {
                 use http_body_util::BodyExt;
                 let status = response.status().as_u16();
+                // gRPC refuses trailers-only: the status is in the headers.
+                let grpc_status = ["grpc-status", "grpc-message"].map(|h| {
+                    response
+                        .headers()
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                });
                 let body = response
                     .into_body()
                     .collect()
                     .await
                     .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
                     .unwrap_or_default();
-                Ok((status, body))
+                Ok((status, format!("{body}{}", grpc_status.join(" "))))
             }
         };
         let during = metrics(&zone);
@@ -380,11 +409,16 @@ fn request_bodies_held_by_one_connection_cannot_pass_the_node_budget() {
     });
     let (answer, during, served) = outcome;
     let (status, body) = answer.expect("the third body is refused");
-    assert_eq!(status, 429, "{body}");
-    assert!(
-        body.contains("resource_exhausted") && body.contains("budget"),
-        "{body}"
-    );
+    if grpc {
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("8 ") && body.contains("budget"), "{body}");
+    } else {
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            body.contains("resource_exhausted") && body.contains("budget"),
+            "{body}"
+        );
+    }
     assert!(
         during.contains("bsfg_requests_refused_total{reason=\"body_budget\"} 1"),
         "{during}"

@@ -273,22 +273,7 @@ pub async fn read_request(
         }
     };
     let encoding = encoding.as_deref();
-    let collected = tokio::time::timeout(
-        limits.body_timeout,
-        super::budget::collect_body(body, limits.max_bytes, budget),
-    )
-    .await
-    .map_err(|_| {
-        super::budget::record_refused(&budget.metrics(), "body_timeout");
-        RpcError::new(
-            Code::DeadlineExceeded,
-            format!(
-                "request body not received within {} s",
-                limits.body_timeout.as_secs()
-            ),
-        )
-    })?;
-    let (body, grant) = collected.map_err(RpcError::from)?;
+    let (body, grant) = read_body(body, limits.max_bytes, limits.body_timeout, budget).await?;
     let body = decompress(body, encoding, limits.max_bytes)?;
     Ok(UnaryCall {
         codec,
@@ -297,6 +282,31 @@ pub async fn read_request(
         timeout,
         body_grant: Some(grant),
     })
+}
+
+/// Reads a whole request body of at most `max` bytes within `body_timeout`, its bytes taken from
+/// the node's request-body budget until the returned grant is dropped (`budget.rs`); for the
+/// Connect and the gRPC side alike.
+pub async fn read_body(
+    body: Incoming,
+    max: usize,
+    body_timeout: Duration,
+    budget: &super::budget::BodyBudget,
+) -> Result<(Bytes, super::budget::BodyGrant), RpcError> {
+    let collected =
+        tokio::time::timeout(body_timeout, super::budget::collect_body(body, max, budget))
+            .await
+            .map_err(|_| {
+                super::budget::record_refused(&budget.metrics(), "body_timeout");
+                RpcError::new(
+                    Code::DeadlineExceeded,
+                    format!(
+                        "request body not received within {} s",
+                        body_timeout.as_secs()
+                    ),
+                )
+            })?;
+    collected.map_err(RpcError::from)
 }
 
 fn parse_content_type(value: Option<&str>) -> Result<Codec, RpcError> {

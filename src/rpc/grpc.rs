@@ -15,7 +15,9 @@
 
 use super::{
     budget::BodyBudget,
-    connect::{BodyLimits, Codec, DRAIN_TIMEOUT, UnaryCall, decompress, header_str, too_large},
+    connect::{
+        BodyLimits, Codec, DRAIN_TIMEOUT, UnaryCall, decompress, header_str, read_body, too_large,
+    },
     error::{Code, RpcError},
 };
 use bytes::Bytes;
@@ -173,22 +175,7 @@ pub async fn read_request(
     };
     // The 5-byte prefix rides on top of the message limit; the bytes come from the node's
     // request-body budget like a Connect body's (`budget.rs`).
-    let collected = tokio::time::timeout(
-        limits.body_timeout,
-        super::budget::collect_body(body, limits.max_bytes + 5, budget),
-    )
-    .await
-    .map_err(|_| {
-        super::budget::record_refused(&budget.metrics(), "body_timeout");
-        RpcError::new(
-            Code::DeadlineExceeded,
-            format!(
-                "request body not received within {} s",
-                limits.body_timeout.as_secs()
-            ),
-        )
-    })?;
-    let (body, grant) = collected.map_err(RpcError::from)?;
+    let (body, grant) = read_body(body, limits.max_bytes + 5, limits.body_timeout, budget).await?;
     let message = unframe(body, encoding.as_deref(), limits.max_bytes)?;
     Ok(UnaryCall {
         codec: mode.codec,
