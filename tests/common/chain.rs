@@ -1,6 +1,6 @@
 //! Three zones on loopback sharing one estate CA: plant-a ⇄ idmz ⇄ enterprise.
 //! Upstream (plant → enterprise) facts travel in `operational`; downstream (enterprise → plant)
-//! in `documents`, so no fact echoes back.
+//! in `documents`, so no fact echoes back. Each pull accepts only the origins upstream of it.
 
 use super::{Pki, Zone, ZoneOptions, free_port};
 use std::sync::Arc;
@@ -19,9 +19,10 @@ fn pull(
     identity: &str,
     consumer: &str,
     category: &str,
+    origins: &str,
 ) -> String {
     format!(
-        "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://{host}:{port}\"\npeer_identity = \"{identity}\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\npage_size = 500\nidle_wait = \"2s\"\n"
+        "[[pulls]]\nname = \"{name}\"\npeer_url = \"https://{host}:{port}\"\npeer_identity = \"{identity}\"\nconsumer = \"{consumer}\"\ncategory = \"{category}\"\naccept_from_zones = [{origins}]\npage_size = 500\nidle_wait = \"2s\"\n"
     )
 }
 
@@ -57,6 +58,7 @@ pub fn start_chain_on(host: &str, idmz_extra: &str) -> Chain {
             "idmz-bsfg",
             "to-plant",
             "documents",
+            r#""enterprise", "idmz""#,
         ),
         &["to-idmz"],
     );
@@ -86,7 +88,8 @@ get_objects = ["batch-files"]
                 p_plant,
                 "plant-a-bsfg",
                 "to-idmz",
-                "operational"
+                "operational",
+                r#""plant-a""#
             ),
             pull(
                 host,
@@ -94,7 +97,8 @@ get_objects = ["batch-files"]
                 p_enterprise,
                 "enterprise-bsfg",
                 "docs-to-idmz",
-                "documents"
+                "documents",
+                r#""enterprise""#
             ),
         ),
         &["to-idmz"],
@@ -110,7 +114,8 @@ get_objects = ["batch-files"]
                 p_idmz,
                 "idmz-bsfg",
                 "to-enterprise",
-                "operational"
+                "operational",
+                r#""plant-a", "idmz""#
             )
         ),
         &["docs-to-idmz"],
