@@ -70,6 +70,9 @@ pub struct Process {
     child: Option<Child>,
     pub output: Arc<Mutex<Vec<String>>>,
     pub name: String,
+    /// Output streams not yet read to their end: after an exit, the log is complete only once
+    /// this is 0.
+    open_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Process {
@@ -82,6 +85,7 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let output = Arc::new(Mutex::new(Vec::new()));
+        let open_streams = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for stream in [
             child
                 .stdout
@@ -97,6 +101,8 @@ impl Process {
         {
             let output = output.clone();
             let tag = name.to_string();
+            let open = open_streams.clone();
+            open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if std::env::var_os("BSFG_TEST_ECHO").is_some() {
@@ -104,12 +110,25 @@ impl Process {
                     }
                     output.lock().expect("log lock").push(line);
                 }
+                open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         Process {
             child: Some(child),
             output,
             name: name.to_string(),
+            open_streams,
+        }
+    }
+
+    /// After the process exited: waits (up to 2 s) until its output is read to the end, so that
+    /// `log()` holds everything it wrote.
+    fn drain_output(&self) {
+        let start = Instant::now();
+        while self.open_streams.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && start.elapsed() < Duration::from_secs(2)
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -159,6 +178,7 @@ impl Process {
         while start.elapsed() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
+                self.drain_output();
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -179,6 +199,7 @@ impl Process {
         while start.elapsed() < deadline {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 self.child = None;
+                self.drain_output();
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
