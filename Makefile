@@ -61,14 +61,15 @@ check-units-live: setup static
 test:
 	@cd $(ROOT) && scripts/test.sh $(TEST_ARGS)
 
-demo: setup static
-	@cd $(ROOT) && image/demo.sh
+# demo and image boot the x86_64 firmware only: no aarch64 cross-build on their way.
+demo: setup
+	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/demo.sh
 
 demo-local: setup build
 	@cd $(ROOT) && scripts/demo.sh
 
-image: setup static
-	@cd $(ROOT) && ZONE_DIR="$(if $(ZONE_DIR),$(abspath $(ZONE_DIR)))" DEBUG="$(DEBUG)" image/build.sh
+image: setup
+	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && ZONE_DIR="$(if $(ZONE_DIR),$(abspath $(ZONE_DIR)))" DEBUG="$(DEBUG)" image/build.sh
 
 image-test: image
 	@cd $(ROOT) && image/test.sh

@@ -73,6 +73,12 @@ rc=0
 scripts/static.sh || rc=$?
 phase static "scripts/static.sh (musl, statically linked, no dynamic deps)" "$rc" $((SECONDS - start))
 
+echo "=== reproducible: the static binary built again elsewhere, with another CARGO_HOME"
+start=$SECONDS
+rc=0
+scripts/reproducible.sh || rc=$?
+phase reproducible "scripts/reproducible.sh (byte-identical from another directory and cargo home)" "$rc" $((SECONDS - start))
+
 echo "=== units under a real systemd: both sandbox layers together (static binary)"
 start=$SECONDS
 rc=0
