@@ -6,36 +6,27 @@
 
 mod common;
 
-use common::observe::{eventually, metric, metrics, status};
+use common::{
+    chain::start_pair,
+    observe::{eventually, metric, metrics, status},
+};
 
 use common::{
-    PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port,
+    PRODUCER, Zone, append_json,
     js::{last_sequence, wait_for_count},
 };
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 /// plant-a, and an idmz zone pulling from it with `pulls(plant_port)` added to its config.
 /// plant-a's `forger` may append operational facts claiming to come from `enterprise`: the
 /// compromised neighbour of these tests.
 fn pair(pulls: impl Fn(u16) -> String) -> (Zone, Zone, tempfile::TempDir) {
-    let estate = tempfile::tempdir().expect("tempdir");
-    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
-    let plant_port = free_port();
-    let plant = Zone::start_with(ZoneOptions {
-        zone: "plant-a".into(),
-        pki: Some(pki.clone()),
-        port: Some(plant_port),
-        peer_fetch: vec!["to-idmz".into(), "audit-to-idmz".into()],
-        extra_toml: "[[access]]\nidentity = \"forger\"\nappend = [\"operational\"]\nassert_zones = [\"enterprise\"]\n".into(),
-        ..Default::default()
-    });
+    let (plant, idmz, estate) = start_pair(
+        &["to-idmz", "audit-to-idmz"],
+        "[[access]]\nidentity = \"forger\"\nappend = [\"operational\"]\nassert_zones = [\"enterprise\"]\n",
+        pulls,
+    );
     plant.issue_client("forger");
-    let idmz = Zone::start_with(ZoneOptions {
-        zone: "idmz".into(),
-        pki: Some(pki),
-        extra_toml: pulls(plant_port),
-        ..Default::default()
-    });
     (plant, idmz, estate)
 }
 

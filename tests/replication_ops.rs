@@ -3,33 +3,20 @@
 
 mod common;
 
-use common::observe::{eventually, metric, metrics, status};
+use common::{
+    chain::start_pair,
+    observe::{eventually, metric, metrics, status},
+};
 
 use common::{
-    PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port,
+    PRODUCER, Zone, append_json,
     js::{last_sequence, wait_for_count},
 };
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 /// A plant zone and an idmz zone pulling from it with `pulls` (TOML) added to idmz's config.
 fn pair(peer_fetch: &[&str], pulls: impl Fn(u16) -> String) -> (Zone, Zone, tempfile::TempDir) {
-    let estate = tempfile::tempdir().expect("tempdir");
-    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
-    let plant_port = free_port();
-    let plant = Zone::start_with(ZoneOptions {
-        zone: "plant-a".into(),
-        pki: Some(pki.clone()),
-        port: Some(plant_port),
-        peer_fetch: peer_fetch.iter().map(|c| c.to_string()).collect(),
-        ..Default::default()
-    });
-    let idmz = Zone::start_with(ZoneOptions {
-        zone: "idmz".into(),
-        pki: Some(pki),
-        extra_toml: pulls(plant_port),
-        ..Default::default()
-    });
-    (plant, idmz, estate)
+    start_pair(peer_fetch, "", pulls)
 }
 
 fn pull(name: &str, port: u16, identity: &str, consumer: &str, category: &str) -> String {

@@ -127,3 +127,31 @@ get_objects = ["batch-files"]
         _estate: estate,
     }
 }
+
+/// plant-a, and an idmz zone pulling from it with `pulls(plant_port)` added to its config; plant-a
+/// serves `peer_fetch` to idmz and adds `plant_extra` to its own config. The estate's directory
+/// (its PKI) comes back with them, to be kept alive as long as they are.
+pub fn start_pair(
+    peer_fetch: &[&str],
+    plant_extra: &str,
+    pulls: impl Fn(u16) -> String,
+) -> (Zone, Zone, tempfile::TempDir) {
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
+    let plant_port = free_port();
+    let plant = Zone::start_with(ZoneOptions {
+        zone: "plant-a".into(),
+        pki: Some(pki.clone()),
+        port: Some(plant_port),
+        peer_fetch: peer_fetch.iter().map(|c| c.to_string()).collect(),
+        extra_toml: plant_extra.into(),
+        ..Default::default()
+    });
+    let idmz = Zone::start_with(ZoneOptions {
+        zone: "idmz".into(),
+        pki: Some(pki),
+        extra_toml: pulls(plant_port),
+        ..Default::default()
+    });
+    (plant, idmz, estate)
+}
