@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod fact;
+pub mod firmware;
 pub mod ops;
 pub mod proto;
 pub mod replicate;
