@@ -13,10 +13,14 @@
 
 use crate::{
     config::{Config, ConsumerSpec},
-    fact::{self, Category, jcs},
+    fact::{Category, jcs},
     proto::{AppendFactRequest, Envelope, Fact},
     replicate::status::now_unix_ms,
-    store::{NewFact, Store, StoreError, gap::Gap, jetstream::JetStreamStore},
+    store::{
+        audit::{AuditRecorded, record_audit},
+        gap::Gap,
+        jetstream::JetStreamStore,
+    },
 };
 use std::{path::Path, process::ExitCode};
 
@@ -77,6 +81,13 @@ pub fn gap_skipped_fact(
             object_json,
         }),
     }
+}
+
+fn audit_id(request: &AppendFactRequest) -> &str {
+    request
+        .envelope
+        .as_ref()
+        .map_or("", |envelope| envelope.message_id.as_str())
 }
 
 /// Operator and reason: required, printable, bounded (they end up in an audit fact).
@@ -182,31 +193,19 @@ async fn run(
         request.reason,
         now_unix_ms(),
     );
-    let (category, envelope, fact) = fact::validate_append(&audit, config.limits.max_fact_bytes)
-        .map_err(|e| format!("the audit fact is invalid: {e}"))?;
-    let new = NewFact {
-        category,
-        envelope,
-        fact,
-        content_hash: fact::content_hash(envelope, fact),
-    };
-    match store.append(new).await {
-        Ok(appended) if appended.duplicate => println!(
-            "audit fact {} was already recorded at audit offset {}",
-            envelope.message_id, appended.offset
+    match record_audit(&store, &audit, config.limits.max_fact_bytes).await? {
+        AuditRecorded::New { offset } => println!(
+            "recorded audit fact {} at audit offset {offset} (operator {:?}, reason {:?})",
+            audit_id(&audit),
+            request.operator,
+            request.reason
         ),
-        Ok(appended) => println!(
-            "recorded audit fact {} at audit offset {} (operator {:?}, reason {:?})",
-            envelope.message_id, appended.offset, request.operator, request.reason
+        // An earlier, interrupted run recorded this very gap (perhaps with other words): that
+        // record stands, and the cursor move it announced is finished now.
+        AuditRecorded::Earlier { offset } => println!(
+            "audit fact {} was already recorded at audit offset {offset} by an earlier run",
+            audit_id(&audit)
         ),
-        // An earlier, interrupted run recorded this very gap with other words: that record
-        // stands, and the cursor move it announced is finished now.
-        Err(StoreError::Conflict {
-            message_id, offset, ..
-        }) => println!(
-            "audit fact {message_id} was already recorded at audit offset {offset} by an earlier run"
-        ),
-        Err(e) => return Err(format!("recording the audit fact: {e}")),
     }
 
     match store.skip_gap(spec, gap).await.map_err(|e| e.to_string())? {
@@ -231,6 +230,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fact;
 
     fn spec() -> ConsumerSpec {
         ConsumerSpec {

@@ -7,6 +7,7 @@
 //! happen above it.
 
 mod append;
+pub mod audit;
 mod consumers;
 mod error;
 pub mod eviction;
