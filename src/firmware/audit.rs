@@ -289,7 +289,7 @@ pub fn object_of(request: &AppendFactRequest) -> Value {
         .fact
         .as_ref()
         .and_then(|fact| serde_json::from_str(&fact.object_json).ok())
-        .unwrap_or_else(|| json!(null))
+        .unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
