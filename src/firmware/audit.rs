@@ -17,7 +17,7 @@ use crate::{
     },
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::{
     fs,
     io::Write,
@@ -296,6 +296,7 @@ pub fn object_of(request: &AppendFactRequest) -> Value {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+    use serde_json::json;
 
     fn booted(boot_id: &str) -> Record {
         Record {
