@@ -4,3 +4,4 @@
 pub mod audit;
 pub mod boot;
 pub mod bundle;
+pub mod report;
