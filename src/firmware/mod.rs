@@ -4,4 +4,6 @@
 pub mod audit;
 pub mod boot;
 pub mod bundle;
+pub mod commands;
+pub mod host;
 pub mod report;
