@@ -41,7 +41,10 @@ fn compile_seccomp() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/bsfg/v1/boundary.proto"];
+    let protos = [
+        "proto/bsfg/v1/boundary.proto",
+        "proto/bsfg/v1/operator.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

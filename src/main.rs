@@ -36,7 +36,32 @@ fn main() -> ExitCode {
             },
         ),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Status { config } => cli::status::print_status(&config),
+        Command::Status {
+            config,
+            node,
+            node_identity,
+            identity,
+            key,
+            ca,
+        } => match (config, node, node_identity, identity, ca) {
+            (Some(config), ..) => cli::status::print_status(&config),
+            (None, Some(url), Some(node_identity), Some(certificate), Some(ca)) => {
+                let private_key = key.unwrap_or_else(|| certificate.with_extension("key"));
+                cli::status::print_remote_status(&cli::status::RemoteNode {
+                    url: &url,
+                    node_identity: &node_identity,
+                    certificate: &certificate,
+                    private_key: &private_key,
+                    ca: &ca,
+                })
+            }
+            _ => {
+                eprintln!(
+                    "bsfg status: give --config FILE, or --node URL with --node-identity, --identity and --ca"
+                );
+                ExitCode::from(64)
+            }
+        },
         Command::SkipGap {
             config,
             consumer,

@@ -43,9 +43,33 @@ pub enum Command {
     },
     /// Print, per pull and per consumer: peer, cursor, high watermark, lag, last error, last
     /// success. Reads the zone's nats-server; works whether or not the node is running.
+    ///
+    /// With `--node URL` instead of `--config`, asks a node over its operator's door
+    /// (`OperatorService`, mTLS with the operator's certificate `--identity`/`--key`).
     Status {
+        #[arg(
+            long,
+            value_name = "FILE",
+            required_unless_present = "node",
+            conflicts_with = "node"
+        )]
+        config: Option<PathBuf>,
+        /// A node's listener, e.g. `https://idmz-gw.plant.example:8443`.
+        #[arg(long, value_name = "URL", requires_all = ["node_identity", "identity", "ca"])]
+        node: Option<String>,
+        /// The node's certificate Subject CN, e.g. `idmz-bsfg`.
+        #[arg(long, value_name = "CN")]
+        node_identity: Option<String>,
+        /// The operator's client certificate (PEM); its Subject CN must have the `status`
+        /// operation in the node's `[[access]] operate`.
         #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        identity: Option<PathBuf>,
+        /// The operator's private key (default: the certificate's path with `.key`).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// The CA the node's certificate chains to.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Move a consumer's cursor past facts that retention evicted before anyone confirmed them
     /// (FetchFacts answers data_loss until then). Records an audit fact (who, why, which

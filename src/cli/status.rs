@@ -1,33 +1,26 @@
-//! `bsfg status --config FILE`: the first thing an operator runs. One line per consumer this node
-//! serves and per pull it runs, with the figures the runbook's alerts are about.
+//! `bsfg status`: the first thing an operator runs. One line per consumer this node serves and
+//! per pull it runs, with the figures the runbook's alerts are about. `--config FILE` reads the
+//! zone's nats-server on the box; `--node URL` asks a node over its operator's door
+//! (`OperatorService/GetStatus`, mTLS with the operator's certificate), so a box without a shell
+//! can be read from anywhere its listener is reachable. Exit 1 when something needs an operator.
 
-use crate::{config::Config, replicate::status::now_unix_ms, store::report::read_report};
-use std::{path::Path, process::ExitCode};
+use crate::{
+    config::Config,
+    ops::status::{collect, render},
+    proto::{GetStatusRequest, GetStatusResponse},
+    rpc::client::PeerClient,
+};
+use std::{path::Path, process::ExitCode, time::Duration};
 
-fn ago(unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return "never".into();
-    }
-    let seconds = (now_unix_ms() - unix_ms).max(0) / 1000;
-    match seconds {
-        0..=119 => format!("{seconds}s ago"),
-        120..=7199 => format!("{}m ago", seconds / 60),
-        _ => format!("{}h ago", seconds / 3600),
-    }
-}
-
-/// `2026-12-03T07:45:12Z`, or `never`.
-fn utc(unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return "never".into();
-    }
-    time::OffsetDateTime::from_unix_timestamp(unix_ms / 1000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{unix_ms} ms since the epoch"))
+/// Where the operator's certificate and the node's CA are, for `--node`.
+#[derive(Debug, Clone)]
+pub struct RemoteNode<'a> {
+    pub url: &'a str,
+    /// The node's certificate Subject CN (e.g. `idmz-bsfg`).
+    pub node_identity: &'a str,
+    pub certificate: &'a Path,
+    pub private_key: &'a Path,
+    pub ca: &'a Path,
 }
 
 pub fn print_status(path: &Path) -> ExitCode {
@@ -38,135 +31,73 @@ pub fn print_status(path: &Path) -> ExitCode {
             return ExitCode::from(78);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
+    let status = match runtime().and_then(|rt| {
+        rt.block_on(collect(&config))
+            .map_err(|e| (69, e.to_string()))
+    }) {
+        Ok(status) => status,
+        Err((code, e)) => {
             eprintln!("bsfg status: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(code);
         }
     };
-    let report = match runtime.block_on(read_report(&config)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("bsfg status: {e}");
-            return ExitCode::from(69);
-        }
+    show(&status, &format!("nats {}", config.nats.url))
+}
+
+pub fn print_remote_status(node: &RemoteNode<'_>) -> ExitCode {
+    let files = crate::config::TlsFiles {
+        certificate: node.certificate.to_path_buf(),
+        private_key: node.private_key.to_path_buf(),
+        client_ca: node.ca.to_path_buf(),
+        peer_ca: node.ca.to_path_buf(),
+        crls: Vec::new(),
+        reload_interval: Duration::from_secs(60),
     };
-    println!("zone {} (nats {})", config.zone, config.nats.url);
-    println!("\nconsumers (peers pull from these):");
-    if report.consumers.is_empty() {
-        println!("  none configured");
-    }
-    for c in &report.consumers {
-        println!(
-            "  {:<24} category {:<12} cursor {:>10}  high watermark {:>10}  backlog {:>8}{}",
-            c.name,
-            c.category,
-            c.cursor,
-            c.high_watermark,
-            c.backlog,
-            if c.backlog > 10_000 {
-                "  ALERT backlog > 10000"
-            } else {
-                ""
-            }
-        );
-        if let Some(gap) = c.gap {
-            println!(
-                "  {:<24} DATA LOSS: offsets {} to {} ({} facts) were deleted by retention before anyone confirmed them; \
-                 FetchFacts answers data_loss until an operator runs bsfg skip-gap",
-                "",
-                gap.from,
-                gap.to,
-                gap.missing()
-            );
+    let timeout = Duration::from_secs(30);
+    let status = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let client = PeerClient::new(
+                node.url,
+                node.node_identity,
+                files,
+                node.ca.to_path_buf(),
+                timeout,
+            )
+            .map_err(|e| (64, e.to_string()))?;
+            client
+                .unary::<GetStatusRequest, GetStatusResponse>(
+                    "/bsfg.v1.OperatorService/GetStatus",
+                    &GetStatusRequest {},
+                    timeout,
+                )
+                .await
+                .map_err(|e| (69, e.to_string()))
+        })
+    });
+    match status {
+        Ok(status) => show(
+            &status,
+            &format!("node {} bsfg {}", node.url, status.version),
+        ),
+        Err((code, e)) => {
+            eprintln!("bsfg status: {}: {e}", node.url);
+            ExitCode::from(code)
         }
     }
-    println!("\npulls (this node pulls from these):");
-    if report.pulls.is_empty() {
-        println!("  none configured");
-    }
-    let mut unhealthy = report.consumers.iter().any(|c| c.gap.is_some());
-    for (name, status) in &report.pulls {
-        match status {
-            None => println!("  {name:<24} no status recorded yet (is the node running?)"),
-            Some(s) => {
-                println!(
-                    "  {name:<24} {:<9} peer {} {}  consumer {}  cursor {}  high watermark {}  lag {} facts / {:.3} s  last success {}",
-                    s.state,
-                    if s.peer_up { "up" } else { "DOWN" },
-                    s.peer,
-                    s.consumer,
-                    s.cursor,
-                    s.high_watermark,
-                    s.lag_facts,
-                    s.lag_seconds,
-                    ago(s.last_success_unix_ms)
-                );
-                if !s.last_error.is_empty() {
-                    println!(
-                        "  {:<24} last error {}: {}",
-                        "",
-                        ago(s.last_error_unix_ms),
-                        s.last_error
-                    );
-                }
-                if !s.peer_up && s.state != "running" {
-                    println!(
-                        "  {:<24} ALERT no successful exchange with the peer since {} (last success {})",
-                        "",
-                        utc(s.last_success_unix_ms),
-                        ago(s.last_success_unix_ms)
-                    );
-                }
-                unhealthy |= s.state == "stopped"
-                    || s.lag_seconds > 1.0
-                    || (!s.peer_up && s.state != "running");
-            }
-        }
-    }
-    unhealthy |= print_crls(&config);
-    if unhealthy {
+}
+
+fn show(status: &GetStatusResponse, source: &str) -> ExitCode {
+    print!("{}", render(status, source));
+    if status.unhealthy {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
 }
 
-/// One line per configured CRL; true when one is stale or unreadable (see `rpc::crl`).
-fn print_crls(config: &Config) -> bool {
-    if config.tls.crls.is_empty() {
-        return false;
-    }
-    println!("\ncertificate revocation lists:");
-    let now = crate::rpc::crl::now_unix();
-    let mut unhealthy = false;
-    for path in &config.tls.crls {
-        match crate::rpc::crl::freshness(path) {
-            Err(e) => {
-                unhealthy = true;
-                println!("  {}  UNREADABLE: {e}", path.display());
-            }
-            Ok(crl) => {
-                let next = crl.next_update.map_or("none".to_string(), |n| {
-                    time::OffsetDateTime::from_unix_timestamp(n)
-                        .map(|t| t.to_string())
-                        .unwrap_or_else(|_| n.to_string())
-                });
-                if crl.is_stale(now) {
-                    unhealthy = true;
-                    println!(
-                        "  {}  STALE: nextUpdate {next} has passed; still enforced, publish a fresh CRL",
-                        path.display()
-                    );
-                } else {
-                    println!("  {}  fresh, nextUpdate {next}", path.display());
-                }
-            }
-        }
-    }
-    unhealthy
+fn runtime() -> Result<tokio::runtime::Runtime, (u8, String)> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (1, e.to_string()))
 }

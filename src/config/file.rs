@@ -280,6 +280,9 @@ pub struct AccessSection {
     /// May read `/metrics`.
     #[serde(default)]
     pub operator: bool,
+    /// Operations of the operator's door (`OperatorService`) it may call: `status`, ...
+    #[serde(default)]
+    pub operate: Vec<String>,
 }
 
 fn default_page_size() -> u32 {

@@ -131,6 +131,29 @@ pub struct Grants {
     pub fetch: Vec<String>,
     pub get_objects: Vec<String>,
     pub operator: bool,
+    pub operate: Vec<Operation>,
+}
+
+/// An operation of the operator's door (`bsfg.v1.OperatorService`), granted per identity in
+/// `[[access]] operate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// `GetStatus`: what `bsfg status` shows.
+    Status,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 1] = [Operation::Status];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Status => "status",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Operation> {
+        Self::ALL.into_iter().find(|op| op.name() == name)
+    }
 }
 
 /// One problem in the file: which key, what value, what is wrong.

@@ -5,7 +5,7 @@
 
 use super::{
     AccessPolicy, BucketSpec, CategoryPolicy, Config, ConfigError, ConfigProblem, ConsumerSpec,
-    Grants, Limits, NatsSettings, PullSpec, ReplicationSettings, TlsFiles, durability,
+    Grants, Limits, NatsSettings, Operation, PullSpec, ReplicationSettings, TlsFiles, durability,
     file::CategorySection, file::ConfigFile, parse_duration, pull_origin,
 };
 use crate::fact::{Category, is_zone_name};
@@ -466,6 +466,20 @@ fn validate_access(
                 }
             }
         }
+        let mut operate = Vec::new();
+        for (j, name) in a.operate.iter().enumerate() {
+            match Operation::parse(name) {
+                Some(op) => operate.push(op),
+                None => p.add(
+                    format!("access[{i}].operate[{j}]"),
+                    name,
+                    format!(
+                        "unknown operation (expected one of: {})",
+                        Operation::ALL.map(Operation::name).join(", ")
+                    ),
+                ),
+            }
+        }
         let g = Grants {
             append,
             assert_zones: a.assert_zones.clone(),
@@ -473,6 +487,7 @@ fn validate_access(
             fetch: a.fetch.clone(),
             get_objects: a.get_objects.clone(),
             operator: a.operator,
+            operate,
         };
         if grants.insert(a.identity.clone(), g).is_some() {
             p.add(

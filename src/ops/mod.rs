@@ -3,3 +3,4 @@
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod status;

@@ -4,7 +4,7 @@
 
 use super::error::{Code, RpcError};
 use crate::{
-    config::{AccessPolicy, Grants},
+    config::{AccessPolicy, Grants, Operation},
     fact::Category,
 };
 
@@ -100,6 +100,21 @@ impl AccessPolicy {
             ));
         }
         Ok(())
+    }
+
+    pub fn may_operate(&self, who: &Identity, operation: Operation) -> Result<(), RpcError> {
+        if self.grants_of(who)?.operate.contains(&operation) {
+            Ok(())
+        } else {
+            Err(deny(
+                who,
+                format!(
+                    "identity {:?} may not use the operation {:?} (grant it in [[access]] operate)",
+                    who.common_name,
+                    operation.name()
+                ),
+            ))
+        }
     }
 
     pub fn may_read_metrics(&self, who: &Identity) -> Result<(), RpcError> {

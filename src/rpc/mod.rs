@@ -1,7 +1,7 @@
 //! The RPC listener: TLS acceptor with certificate reload (`tls.rs`), the Connect unary protocol
 //! (`connect.rs`) and gRPC / gRPC-Web on the same port (`grpc.rs`, chosen per request by
 //! `protocol.rs`), one error→code map (`error.rs`), authorization (`authz.rs`) and one handler per
-//! method (`handlers.rs`), wired together by `server.rs`.
+//! method (`handlers.rs`; the operator's door in `operator.rs`), wired together by `server.rs`.
 
 pub mod admission;
 pub mod authz;
@@ -14,6 +14,7 @@ pub mod grpc;
 pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
+pub mod operator;
 pub mod protocol;
 pub mod revalidate;
 pub mod server;

@@ -16,6 +16,7 @@ use super::{
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
+    operator,
     protocol::{self, Protocol, ResponseBody},
     revalidate::{self, ClientTrust, PeerCertificate},
     tls,
@@ -56,6 +57,10 @@ const PUT: MethodInfo = MethodInfo {
 };
 const GET: MethodInfo = MethodInfo {
     name: "GetObject",
+    get_allowed: true,
+};
+const STATUS: MethodInfo = MethodInfo {
+    name: "GetStatus",
     get_allowed: true,
 };
 
@@ -365,6 +370,19 @@ async fn route<S: Store>(
                 GET,
                 "bsfg.v1.GetObjectRequest",
                 handlers::get_object
+            ),
+        ),
+        "/bsfg.v1.OperatorService/GetStatus" => (
+            STATUS.name,
+            unary!(
+                node,
+                protocol,
+                identity,
+                request,
+                &budget,
+                STATUS,
+                "bsfg.v1.GetStatusRequest",
+                operator::get_status
             ),
         ),
         "/metrics" => (
