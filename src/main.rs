@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             dry_run,
         } => cli::skip_gap::skip_gap(
             &config,
-            &cli::skip_gap::SkipGapRequest {
+            &bsfg::ops::skip_gap::SkipGapRequest {
                 consumer: &consumer,
                 operator: &operator,
                 reason: &reason,

@@ -3,4 +3,5 @@
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod skip_gap;
 pub mod status;

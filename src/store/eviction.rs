@@ -10,7 +10,7 @@
 //! the cursor reaches it. What was reported is kept in memory, so a restarted node reports a gap
 //! that is still there once more (and counts it in its fresh counter).
 
-use super::{StoreError, gap::Gap, jetstream::JetStreamStore};
+use super::{Store, StoreError, gap::Gap, jetstream::JetStreamStore};
 use crate::{config::Config, ops::metrics::Metrics};
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

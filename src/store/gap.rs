@@ -98,7 +98,7 @@ impl JetStreamStore {
     }
 
     /// The gap after the consumer's cursor, if any.
-    pub async fn gap(&self, spec: &ConsumerSpec) -> Result<Option<Gap>, StoreError> {
+    pub(super) async fn find_gap(&self, spec: &ConsumerSpec) -> Result<Option<Gap>, StoreError> {
         let cursor = self.recorded_cursor(spec).await?;
         let state = self.stream_state(spec.category).await?;
         let stream = self.stream(spec.category)?;
@@ -108,8 +108,12 @@ impl JetStreamStore {
     /// Moves the consumer's cursor to the last offset of `gap`, provided the gap is still exactly
     /// `gap` (nothing confirmed or evicted meanwhile); otherwise returns the gap as it is now and
     /// changes nothing.
-    pub async fn skip_gap(&self, spec: &ConsumerSpec, gap: Gap) -> Result<Option<Gap>, StoreError> {
-        let now = self.gap(spec).await?;
+    pub(super) async fn move_past_gap(
+        &self,
+        spec: &ConsumerSpec,
+        gap: Gap,
+    ) -> Result<Option<Gap>, StoreError> {
+        let now = self.find_gap(spec).await?;
         if now != Some(gap) {
             return Ok(now);
         }

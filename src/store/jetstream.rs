@@ -299,6 +299,18 @@ impl Store for JetStreamStore {
         self.append_fact(new).await
     }
 
+    async fn gap(&self, spec: &ConsumerSpec) -> Result<Option<super::gap::Gap>, StoreError> {
+        self.find_gap(spec).await
+    }
+
+    async fn skip_gap(
+        &self,
+        spec: &ConsumerSpec,
+        gap: super::gap::Gap,
+    ) -> Result<Option<super::gap::Gap>, StoreError> {
+        self.move_past_gap(spec, gap).await
+    }
+
     async fn fetch(
         &self,
         spec: &ConsumerSpec,

@@ -128,6 +128,19 @@ impl Store for MemoryStore {
         Ok((state.cursors.entry(spec.name.clone()).or_default().0, high))
     }
 
+    /// Nothing is ever evicted here.
+    async fn gap(&self, _spec: &ConsumerSpec) -> Result<Option<super::gap::Gap>, StoreError> {
+        Ok(None)
+    }
+
+    async fn skip_gap(
+        &self,
+        _spec: &ConsumerSpec,
+        _gap: super::gap::Gap,
+    ) -> Result<Option<super::gap::Gap>, StoreError> {
+        Ok(None)
+    }
+
     async fn put_status(&self, pull: &str, json: Vec<u8>) -> Result<(), StoreError> {
         self.state().statuses.insert(pull.to_string(), json);
         Ok(())

@@ -132,6 +132,21 @@ pub trait Store: Send + Sync + 'static {
         consumer: &ConsumerSpec,
     ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send;
 
+    /// The facts after the consumer's cursor that retention deleted before anyone confirmed
+    /// them, if any (SPEC §4: FetchFacts answers `data_loss` until an operator skips them).
+    fn gap(
+        &self,
+        consumer: &ConsumerSpec,
+    ) -> impl Future<Output = Result<Option<gap::Gap>, StoreError>> + Send;
+
+    /// Moves the cursor past `gap`, provided it is still exactly that gap; otherwise returns the
+    /// gap as it is now and changes nothing. Callers record an audit fact first (`ops::skip_gap`).
+    fn skip_gap(
+        &self,
+        consumer: &ConsumerSpec,
+        gap: gap::Gap,
+    ) -> impl Future<Output = Result<Option<gap::Gap>, StoreError>> + Send;
+
     /// Records a pull's status (JSON) where `bsfg status` reads it.
     fn put_status(
         &self,
