@@ -140,14 +140,17 @@ pub struct Grants {
 pub enum Operation {
     /// `GetStatus`: what `bsfg status` shows.
     Status,
+    /// `SkipGap`: move a consumer's cursor past evicted facts (recorded).
+    SkipGap,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 1] = [Operation::Status];
+    pub const ALL: [Operation; 2] = [Operation::Status, Operation::SkipGap];
 
     pub fn name(self) -> &'static str {
         match self {
             Operation::Status => "status",
+            Operation::SkipGap => "skip_gap",
         }
     }
 

@@ -12,8 +12,14 @@ use super::{
 use crate::{
     config::Operation,
     fact::{Category, jcs},
-    ops::status,
-    proto::{AppendFactRequest, Envelope, Fact, GetStatusRequest, GetStatusResponse},
+    ops::{
+        skip_gap::{SkipGapRequest as SkipGapAsk, Skipped, check_text, skip},
+        status,
+    },
+    proto::{
+        AppendFactRequest, Envelope, Fact, GetStatusRequest, GetStatusResponse, SkipGapRequest,
+        SkipGapResponse,
+    },
     replicate::status::now_unix_ms,
     store::{Store, audit::record_audit},
 };
@@ -25,11 +31,109 @@ pub async fn get_status<S: Store>(
     context: CallContext,
     _request: GetStatusRequest,
 ) -> Result<GetStatusResponse, RpcError> {
-    let operation = Operation::Status;
+    audited(node, &context, Operation::Status, async {
+        let status = status::collect(&node.config)
+            .await
+            .map_err(|e| RpcError::new(Code::Unavailable, e.to_string()))?;
+        let detail = if status.unhealthy {
+            "unhealthy"
+        } else {
+            "healthy"
+        };
+        Ok((status, detail.to_string()))
+    })
+    .await
+}
+
+/// `SkipGap`: the caller's identity is the operator recorded in the `gap_skipped` fact.
+pub async fn skip_gap<S: Store>(
+    node: &Node<S>,
+    context: CallContext,
+    request: SkipGapRequest,
+) -> Result<SkipGapResponse, RpcError> {
+    audited(node, &context, Operation::SkipGap, async {
+        let spec = node
+            .config
+            .consumers
+            .get(&request.consumer_name)
+            .ok_or_else(|| {
+                RpcError::new(
+                    Code::NotFound,
+                    format!("no consumer named {:?} is declared", request.consumer_name),
+                )
+            })?;
+        let ask = SkipGapAsk {
+            consumer: &spec.name,
+            operator: &context.identity.common_name,
+            reason: &request.reason,
+            dry_run: request.dry_run,
+        };
+        check_text("reason", ask.reason, 1024).map_err(RpcError::invalid)?;
+        let skipped = skip(
+            node.store.as_ref(),
+            &node.config.zone,
+            node.config.limits.max_fact_bytes,
+            spec,
+            &ask,
+        )
+        .await
+        .map_err(|e| RpcError::new(Code::Unavailable, e))?;
+        let (response, detail) = match skipped {
+            Skipped::NoGap => (
+                SkipGapResponse::default(),
+                format!("consumer {}: no gap", spec.name),
+            ),
+            Skipped::DryRun(gap) => (
+                SkipGapResponse {
+                    gap_found: true,
+                    cursor: gap.cursor,
+                    from_offset: gap.from,
+                    to_offset: gap.to,
+                    ..Default::default()
+                },
+                format!(
+                    "consumer {}: dry run, offsets {} to {}",
+                    spec.name, gap.from, gap.to
+                ),
+            ),
+            Skipped::Done {
+                gap,
+                message_id,
+                audit,
+            } => (
+                SkipGapResponse {
+                    gap_found: true,
+                    cursor: gap.cursor,
+                    from_offset: gap.from,
+                    to_offset: gap.to,
+                    skipped: true,
+                    audit_message_id: message_id,
+                    audit_offset: audit.offset(),
+                },
+                format!(
+                    "consumer {}: skipped offsets {} to {}",
+                    spec.name, gap.from, gap.to
+                ),
+            ),
+        };
+        Ok((response, detail))
+    })
+    .await
+}
+
+/// Authorizes `operation`, runs `call`, and records the call with its outcome. A refusal is
+/// recorded as well (best effort: the refusal stands either way); an allowed call whose record
+/// cannot be written fails.
+async fn audited<S: Store, T>(
+    node: &Node<S>,
+    context: &CallContext,
+    operation: Operation,
+    call: impl Future<Output = Result<(T, String), RpcError>>,
+) -> Result<T, RpcError> {
     if let Err(denied) = node.config.access.may_operate(&context.identity, operation) {
         let _ = record_call(
             node,
-            &context,
+            context,
             operation,
             denied.code.as_str(),
             &denied.message,
@@ -37,18 +141,16 @@ pub async fn get_status<S: Store>(
         .await;
         return Err(denied);
     }
-    let result = status::collect(&node.config)
-        .await
-        .map_err(|e| RpcError::new(Code::Unavailable, e.to_string()));
-    let (outcome, detail) = match &result {
-        Ok(s) => (
-            "ok",
-            if s.unhealthy { "unhealthy" } else { "healthy" }.to_string(),
-        ),
-        Err(e) => (e.code.as_str(), e.message.clone()),
-    };
-    record_call(node, &context, operation, outcome, &detail).await?;
-    result
+    match call.await {
+        Ok((response, detail)) => {
+            record_call(node, context, operation, "ok", &detail).await?;
+            Ok(response)
+        }
+        Err(e) => {
+            record_call(node, context, operation, e.code.as_str(), &e.message).await?;
+            Err(e)
+        }
+    }
 }
 
 /// Appends the `operator_call` audit fact of this call.

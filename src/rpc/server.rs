@@ -63,6 +63,10 @@ const STATUS: MethodInfo = MethodInfo {
     name: "GetStatus",
     get_allowed: true,
 };
+const SKIP_GAP: MethodInfo = MethodInfo {
+    name: "SkipGap",
+    get_allowed: false,
+};
 
 /// Serves until `shutdown` turns true, then drains for at most `drain`.
 pub async fn serve<S: Store>(
@@ -383,6 +387,19 @@ async fn route<S: Store>(
                 STATUS,
                 "bsfg.v1.GetStatusRequest",
                 operator::get_status
+            ),
+        ),
+        "/bsfg.v1.OperatorService/SkipGap" => (
+            SKIP_GAP.name,
+            unary!(
+                node,
+                protocol,
+                identity,
+                request,
+                &budget,
+                SKIP_GAP,
+                "bsfg.v1.SkipGapRequest",
+                operator::skip_gap
             ),
         ),
         "/metrics" => (
