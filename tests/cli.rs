@@ -59,7 +59,7 @@ fn check_config_reports_every_problem_with_file_key_and_value() {
         "categories.audit.max_bytes = -1",
         "consumers[0].name = \"to idmz\"",
         "access[0].assert_zones",
-        "access[0].operate[0] = \"reboot\": unknown operation (expected one of: status, skip_gap)",
+        "access[0].operate[0] = \"reboot\": unknown operation (expected one of: status, skip_gap, firmware_status, firmware_install, firmware_approve)",
         "access[0].fetch[0] = \"nope\"",
     ] {
         assert!(

@@ -31,6 +31,21 @@ pub struct ConfigFile {
     pub pulls: Vec<PullSection>,
     #[serde(default)]
     pub replication: ReplicationSection,
+    /// Firmware installs through the operator's door (appliances only).
+    #[serde(default)]
+    pub firmware: Option<FirmwareSection>,
+}
+
+/// `[firmware]`: where bundles may be installed from, and whether an install needs a second
+/// operator's approval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareSection {
+    /// The bucket (declared in `[[buckets]]`) bundles are installed from.
+    pub bucket: String,
+    /// An install waits for a second, different operator's approval.
+    #[serde(default)]
+    pub require_approval: bool,
 }
 
 /// One pull: facts fetched from a peer's durable consumer into a local category.

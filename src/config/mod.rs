@@ -38,6 +38,15 @@ pub struct Config {
     pub access: AccessPolicy,
     pub pulls: Vec<PullSpec>,
     pub replication: ReplicationSettings,
+    /// `None`: this node installs no firmware (not an appliance).
+    pub firmware: Option<FirmwareSettings>,
+}
+
+/// Firmware installs through the operator's door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirmwareSettings {
+    pub bucket: String,
+    pub require_approval: bool,
 }
 
 /// One validated pull (SPEC §6).
@@ -142,15 +151,30 @@ pub enum Operation {
     Status,
     /// `SkipGap`: move a consumer's cursor past evicted facts (recorded).
     SkipGap,
+    /// `GetFirmwareStatus`: slots, versions, boot attempts, installs.
+    FirmwareStatus,
+    /// `InstallFirmware`: ask for a bundle to be installed (with a change ticket).
+    FirmwareInstall,
+    /// `ApproveFirmwareInstall`: the second operator's approval of someone else's install.
+    FirmwareApprove,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 2] = [Operation::Status, Operation::SkipGap];
+    pub const ALL: [Operation; 5] = [
+        Operation::Status,
+        Operation::SkipGap,
+        Operation::FirmwareStatus,
+        Operation::FirmwareInstall,
+        Operation::FirmwareApprove,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Operation::Status => "status",
             Operation::SkipGap => "skip_gap",
+            Operation::FirmwareStatus => "firmware_status",
+            Operation::FirmwareInstall => "firmware_install",
+            Operation::FirmwareApprove => "firmware_approve",
         }
     }
 

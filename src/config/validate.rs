@@ -5,8 +5,8 @@
 
 use super::{
     AccessPolicy, BucketSpec, CategoryPolicy, Config, ConfigError, ConfigProblem, ConsumerSpec,
-    Grants, Limits, NatsSettings, Operation, PullSpec, ReplicationSettings, TlsFiles, durability,
-    file::CategorySection, file::ConfigFile, parse_duration, pull_origin,
+    FirmwareSettings, Grants, Limits, NatsSettings, Operation, PullSpec, ReplicationSettings,
+    TlsFiles, durability, file::CategorySection, file::ConfigFile, parse_duration, pull_origin,
 };
 use crate::fact::{Category, is_zone_name};
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
@@ -102,6 +102,20 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         peer_timeout: p.duration("replication.peer_timeout", &file.replication.peer_timeout),
     };
 
+    let firmware = file.firmware.as_ref().map(|f| {
+        if !buckets.contains_key(&f.bucket) {
+            p.add(
+                "firmware.bucket",
+                &f.bucket,
+                "no bucket of that name is declared in [[buckets]]",
+            );
+        }
+        FirmwareSettings {
+            bucket: f.bucket.clone(),
+            require_approval: f.require_approval,
+        }
+    });
+
     if !p.0.is_empty() {
         return Err(ConfigError {
             file: path.to_path_buf(),
@@ -121,6 +135,7 @@ pub fn validate(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         access,
         pulls,
         replication,
+        firmware,
     })
 }
 

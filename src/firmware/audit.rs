@@ -42,6 +42,8 @@ pub enum Step {
         ticket: String,
         approver: Option<String>,
     },
+    /// A second, different operator approved the install.
+    InstallApproved { attempt: String, approver: String },
     /// The whole bundle verified (signature, signer, compatible, version, payload hash).
     Verified {
         attempt: String,
@@ -110,6 +112,7 @@ impl Step {
         match self {
             Self::BundleReceived { .. } => "firmware_bundle_received",
             Self::InstallRequested { .. } => "firmware_install_requested",
+            Self::InstallApproved { .. } => "firmware_install_approved",
             Self::Verified { .. } => "firmware_verified",
             Self::Refused { .. } => "firmware_refused",
             Self::Written { .. } => "firmware_written",
@@ -128,6 +131,7 @@ impl Step {
         match self {
             Self::BundleReceived { digest, .. } => format!("bundle/{digest}/{step}"),
             Self::InstallRequested { attempt, .. }
+            | Self::InstallApproved { attempt, .. }
             | Self::Verified { attempt, .. }
             | Self::Refused { attempt, .. }
             | Self::Written { attempt, .. }

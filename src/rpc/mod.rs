@@ -15,6 +15,7 @@ pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
 pub mod operator;
+pub mod operator_firmware;
 pub mod protocol;
 pub mod revalidate;
 pub mod server;

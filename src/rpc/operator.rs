@@ -124,7 +124,7 @@ pub async fn skip_gap<S: Store>(
 /// Authorizes `operation`, runs `call`, and records the call with its outcome. A refusal is
 /// recorded as well (best effort: the refusal stands either way); an allowed call whose record
 /// cannot be written fails.
-async fn audited<S: Store, T>(
+pub(super) async fn audited<S: Store, T>(
     node: &Node<S>,
     context: &CallContext,
     operation: Operation,
@@ -203,7 +203,7 @@ async fn record_call<S: Store>(
 }
 
 /// 64 random bits as hex: makes each call's record its own.
-fn nonce() -> String {
+pub(super) fn nonce() -> String {
     let mut bytes = [0u8; 8];
     // The system RNG failing is not something a caller can act on; a zero nonce still differs
     // by the millisecond.

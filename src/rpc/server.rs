@@ -16,7 +16,7 @@ use super::{
     connect::{self, BodyLimits, MethodInfo},
     error::{Code, RpcError},
     handlers::{self, CallContext},
-    operator,
+    operator, operator_firmware,
     protocol::{self, Protocol, ResponseBody},
     revalidate::{self, ClientTrust, PeerCertificate},
     tls,
@@ -65,6 +65,18 @@ const STATUS: MethodInfo = MethodInfo {
 };
 const SKIP_GAP: MethodInfo = MethodInfo {
     name: "SkipGap",
+    get_allowed: false,
+};
+const FIRMWARE_STATUS: MethodInfo = MethodInfo {
+    name: "GetFirmwareStatus",
+    get_allowed: true,
+};
+const FIRMWARE_INSTALL: MethodInfo = MethodInfo {
+    name: "InstallFirmware",
+    get_allowed: false,
+};
+const FIRMWARE_APPROVE: MethodInfo = MethodInfo {
+    name: "ApproveFirmwareInstall",
     get_allowed: false,
 };
 
@@ -400,6 +412,45 @@ async fn route<S: Store>(
                 SKIP_GAP,
                 "bsfg.v1.SkipGapRequest",
                 operator::skip_gap
+            ),
+        ),
+        "/bsfg.v1.OperatorService/GetFirmwareStatus" => (
+            FIRMWARE_STATUS.name,
+            unary!(
+                node,
+                protocol,
+                identity,
+                request,
+                &budget,
+                FIRMWARE_STATUS,
+                "bsfg.v1.GetFirmwareStatusRequest",
+                operator_firmware::get_firmware_status
+            ),
+        ),
+        "/bsfg.v1.OperatorService/InstallFirmware" => (
+            FIRMWARE_INSTALL.name,
+            unary!(
+                node,
+                protocol,
+                identity,
+                request,
+                &budget,
+                FIRMWARE_INSTALL,
+                "bsfg.v1.InstallFirmwareRequest",
+                operator_firmware::install_firmware
+            ),
+        ),
+        "/bsfg.v1.OperatorService/ApproveFirmwareInstall" => (
+            FIRMWARE_APPROVE.name,
+            unary!(
+                node,
+                protocol,
+                identity,
+                request,
+                &budget,
+                FIRMWARE_APPROVE,
+                "bsfg.v1.ApproveFirmwareInstallRequest",
+                operator_firmware::approve_firmware_install
             ),
         ),
         "/metrics" => (

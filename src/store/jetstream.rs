@@ -43,6 +43,8 @@ pub(super) const ACK_WAIT: Duration = Duration::from_secs(5);
 pub(super) const MARKS_BUCKET: &str = "bsfg_consumer_marks";
 /// KV bucket holding each pull's status as JSON, for `bsfg status`.
 pub(super) const STATUS_BUCKET: &str = "bsfg_pull_status";
+/// KV bucket holding firmware install requests and the firmware agent's status, as JSON.
+pub(super) const FIRMWARE_BUCKET: &str = "bsfg_firmware";
 
 pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
@@ -51,6 +53,7 @@ pub struct JetStreamStore {
     pub(super) consumers: BTreeMap<String, ConsumerHandle>,
     pub(super) marks: jetstream::kv::Store,
     statuses: jetstream::kv::Store,
+    pub(super) firmware: jetstream::kv::Store,
     /// Last offset appended per category by this node, to wake long polls.
     pub(super) appended: BTreeMap<Category, tokio::sync::watch::Sender<u64>>,
     pub(super) buckets: BTreeMap<String, ObjectStore>,
@@ -97,6 +100,12 @@ impl JetStreamStore {
         )
         .await?;
         let statuses = ensure_kv(&js, STATUS_BUCKET, "bsfg: status of each pull").await?;
+        let firmware = ensure_kv(
+            &js,
+            FIRMWARE_BUCKET,
+            "bsfg: firmware install requests and the firmware agent's status",
+        )
+        .await?;
         let mut consumers = BTreeMap::new();
         for spec in config.consumers.values() {
             let stream = &streams[&spec.category];
@@ -125,6 +134,7 @@ impl JetStreamStore {
             consumers,
             marks,
             statuses,
+            firmware,
             appended,
             buckets,
             put_lock: Mutex::new(()),
@@ -301,6 +311,18 @@ impl Store for JetStreamStore {
 
     async fn gap(&self, spec: &ConsumerSpec) -> Result<Option<super::gap::Gap>, StoreError> {
         self.find_gap(spec).await
+    }
+
+    async fn put_firmware(&self, key: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.put_firmware_record(key, json).await
+    }
+
+    async fn get_firmware(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_firmware_record(key).await
+    }
+
+    async fn firmware_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.firmware_record_keys().await
     }
 
     async fn skip_gap(

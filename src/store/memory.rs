@@ -22,6 +22,8 @@ struct State {
     objects: BTreeMap<(String, String), (ObjectInfo, Bytes)>,
     /// pull → its recorded status (JSON)
     statuses: BTreeMap<String, Vec<u8>>,
+    /// firmware records (JSON)
+    firmware: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -139,6 +141,19 @@ impl Store for MemoryStore {
         _gap: super::gap::Gap,
     ) -> Result<Option<super::gap::Gap>, StoreError> {
         Ok(None)
+    }
+
+    async fn put_firmware(&self, key: &str, json: Vec<u8>) -> Result<(), StoreError> {
+        self.state().firmware.insert(key.to_string(), json);
+        Ok(())
+    }
+
+    async fn get_firmware(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state().firmware.get(key).cloned())
+    }
+
+    async fn firmware_keys(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.state().firmware.keys().cloned().collect())
     }
 
     async fn put_status(&self, pull: &str, json: Vec<u8>) -> Result<(), StoreError> {

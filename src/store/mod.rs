@@ -11,6 +11,7 @@ pub mod audit;
 mod consumers;
 mod error;
 pub mod eviction;
+mod firmware;
 pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
@@ -146,6 +147,23 @@ pub trait Store: Send + Sync + 'static {
         consumer: &ConsumerSpec,
         gap: gap::Gap,
     ) -> impl Future<Output = Result<Option<gap::Gap>, StoreError>> + Send;
+
+    /// Keeps a firmware record (JSON): an install request (`request.<attempt>`) or the firmware
+    /// agent's status (`status`), in the KV bucket `bsfg_firmware`.
+    fn put_firmware(
+        &self,
+        key: &str,
+        json: Vec<u8>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A firmware record, if any.
+    fn get_firmware(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+
+    /// The keys of every firmware record.
+    fn firmware_keys(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
     /// Records a pull's status (JSON) where `bsfg status` reads it.
     fn put_status(
