@@ -1,9 +1,18 @@
 //! The appliance's firmware: RAUC bundles verified before anything is written (`bundle`), and the
 //! boot back end RAUC drives over systemd-boot's unified kernel images and boot counters (`boot`).
 
+pub mod agent;
 pub mod audit;
 pub mod boot;
 pub mod bundle;
 pub mod commands;
 pub mod host;
 pub mod report;
+
+/// The firmware agent's status record in the KV bucket `bsfg_firmware`.
+pub const STATUS_KEY: &str = "status";
+
+/// An install's record in `bsfg_firmware`.
+pub fn request_key(attempt: &str) -> String {
+    format!("request.{attempt}")
+}

@@ -12,7 +12,11 @@ use super::{
 };
 use crate::{
     config::{FirmwareSettings, Operation},
-    firmware::audit::{self, Step},
+    firmware::{
+        STATUS_KEY,
+        audit::{self, Step},
+        request_key,
+    },
     proto::{
         ApproveFirmwareInstallRequest, ApproveFirmwareInstallResponse, FirmwareInstall,
         GetFirmwareStatusRequest, GetFirmwareStatusResponse, InstallFirmwareRequest,
@@ -21,12 +25,6 @@ use crate::{
     replicate::status::now_unix_ms,
     store::{Store, audit::record_audit},
 };
-
-/// The agent's status record, and each install's record, in `bsfg_firmware`.
-pub const STATUS_KEY: &str = "status";
-pub fn request_key(attempt: &str) -> String {
-    format!("request.{attempt}")
-}
 
 /// `GetFirmwareStatus`: the agent's last report plus every install asked for, newest first.
 pub async fn get_firmware_status<S: Store>(
