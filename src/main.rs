@@ -46,14 +46,13 @@ fn main() -> ExitCode {
         } => match (config, node, node_identity, identity, ca) {
             (Some(config), ..) => cli::status::print_status(&config),
             (None, Some(url), Some(node_identity), Some(certificate), Some(ca)) => {
-                let private_key = key.unwrap_or_else(|| certificate.with_extension("key"));
-                cli::status::print_remote_status(&cli::status::RemoteNode {
-                    url: &url,
-                    node_identity: &node_identity,
-                    certificate: &certificate,
-                    private_key: &private_key,
-                    ca: &ca,
-                })
+                cli::status::print_remote_status(&cli::remote::RemoteNode::new(
+                    &url,
+                    &node_identity,
+                    &certificate,
+                    key.as_deref(),
+                    &ca,
+                ))
             }
             _ => {
                 eprintln!(

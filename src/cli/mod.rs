@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`.
 
 pub mod dev_pki;
+pub mod remote;
 pub mod skip_gap;
 pub mod status;
 
