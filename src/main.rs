@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Firmware { command } => cli::firmware::run(command),
     }
 }
 

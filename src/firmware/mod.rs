@@ -3,3 +3,9 @@
 
 pub mod boot;
 pub mod bundle;
+pub mod cms;
+pub mod manifest;
+pub mod rauc;
+pub mod verify;
+pub mod verity;
+pub mod version;
