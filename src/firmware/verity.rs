@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(big.levels.len(), 3);
         assert_eq!(big.hash_blocks(), 129 + 2 + 1);
         assert!(matches!(TreeLayout::new(0), Err(VerityError::NoData)));
-        assert!(TreeLayout::new(u64::MAX).is_ok(), "no overflow or panic");
+        assert!(matches!(
+            TreeLayout::new(u64::MAX),
+            Err(VerityError::TooLarge(u64::MAX))
+        ));
     }
 
     /// Builds data + tree the way RAUC and veritysetup lay them out, from the definition.
