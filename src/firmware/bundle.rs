@@ -91,7 +91,7 @@ impl BundleLayout {
         if payload_size == 0 {
             return Err(StructureError::EmptyPayload);
         }
-        if payload_size % BLOCK_SIZE != 0 {
+        if !payload_size.is_multiple_of(BLOCK_SIZE) {
             return Err(StructureError::PayloadNotBlockAligned(payload_size));
         }
         Ok(BundleLayout {

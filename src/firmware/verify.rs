@@ -364,6 +364,9 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
     })
 }
 
+/// An image as both manifests state it: slot class, file name, sha256, size.
+type ImageRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<u64>);
+
 /// What rauc verified and what was parsed here must be the same manifest.
 fn same_manifest(verified: &RaucInfo, signed: &Manifest) -> Result<(), &'static str> {
     if verified.compatible.as_deref() != Some(signed.compatible.as_str()) {
@@ -372,7 +375,7 @@ fn same_manifest(verified: &RaucInfo, signed: &Manifest) -> Result<(), &'static 
     if verified.version != signed.version {
         return Err("version");
     }
-    let theirs: Vec<(&str, Option<&str>, Option<&str>, Option<u64>)> = verified
+    let theirs: Vec<ImageRow<'_>> = verified
         .images
         .iter()
         .flat_map(|map| map.iter())
@@ -385,7 +388,7 @@ fn same_manifest(verified: &RaucInfo, signed: &Manifest) -> Result<(), &'static 
             )
         })
         .collect();
-    let ours: Vec<(&str, Option<&str>, Option<&str>, Option<u64>)> = signed
+    let ours: Vec<ImageRow<'_>> = signed
         .images
         .iter()
         .map(|i| {
@@ -459,7 +462,7 @@ fn prove_payload(
     };
     let data_size = payload
         .checked_sub(metadata.hash_tree_size)
-        .filter(|d| *d > 0 && d % BLOCK_SIZE == 0)
+        .filter(|d| *d > 0 && d.is_multiple_of(BLOCK_SIZE))
         .ok_or_else(|| size_error(0, 0))?;
     let layout = TreeLayout::new(data_size / BLOCK_SIZE)?;
     let expected = layout.hash_blocks() * BLOCK_SIZE;

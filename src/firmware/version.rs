@@ -208,7 +208,7 @@ mod tests {
             ("0.1.0", "0.1.0"),
         ] {
             assert_eq!(v(a), v(b), "{a} == {b}");
-            assert!(!(v(a) > v(b)), "{a} is not greater than {b}");
+            assert!(v(a) <= v(b), "{a} is not greater than {b}");
         }
         assert_eq!(v("1.2.0+build.5").to_string(), "1.2.0+build.5");
     }
