@@ -96,6 +96,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Firmware { command } => cli::firmware::run(command),
     }
 }
 

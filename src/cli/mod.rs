@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`.
+//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`, `firmware`.
 
 pub mod dev_pki;
+pub mod firmware;
 pub mod remote;
 pub mod skip_gap;
 pub mod status;
@@ -106,5 +107,10 @@ pub enum Command {
         /// Validity in days.
         #[arg(long, default_value = "365")]
         days: i64,
+    },
+    /// Verify a RAUC firmware bundle in full, or verify and install it.
+    Firmware {
+        #[command(subcommand)]
+        command: firmware::FirmwareCommand,
     },
 }

@@ -5,9 +5,15 @@ pub mod agent;
 pub mod audit;
 pub mod boot;
 pub mod bundle;
+pub mod cms;
 pub mod commands;
 pub mod host;
+pub mod manifest;
+pub mod rauc;
 pub mod report;
+pub mod verify;
+pub mod verity;
+pub mod version;
 
 /// The firmware agent's status record in the KV bucket `bsfg_firmware`.
 pub const STATUS_KEY: &str = "status";

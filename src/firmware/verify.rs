@@ -1,0 +1,558 @@
+//! "Verified before written": a RAUC bundle is proven in full before `rauc install` may write a
+//! byte of the inactive slot. [`verify_bundle`] runs the checks in this order and stops at the
+//! first that fails, naming it ([`Check`]) and why:
+//!
+//! 1. **structure** — the file's frame (trailer, signature size, block-aligned payload) and the
+//!    CMS signature's shape, from `bundle.rs` and `cms.rs`;
+//! 2. **signature** — `rauc info` verifies the CMS signature chain against the keyring, under
+//!    the system's `system.conf`; its reason is passed on;
+//! 3. **signer** — the one signer's certificate is in the signature; its subject is reported;
+//! 4. **compatible** — the signed `compatible` equals the system's `[system] compatible=`;
+//! 5. **version policy** — the signed version is strictly greater than the running firmware's
+//!    `IMAGE_VERSION=` (rules in `version.rs`);
+//! 6. **payload hash** — the format is `verity`, and the dm-verity tree recomputed over every
+//!    payload byte has the signed root hash and equals the tree stored in the bundle
+//!    (`verity.rs`). A `plain` or `crypt` bundle is refused under this check as soon as its
+//!    signature shows the format: it carries no signed hash tree this check could pass.
+//!
+//! RAUC 1.8 alone checks signature and manifest before writing, but a verity payload only
+//! block by block *while* copying it into the slot, so a tampered payload is found with the slot
+//! half written. Here every byte is proven first.
+//!
+//! The system's facts (keyring, compatible, running version) are read before the bundle; a
+//! system that cannot state them is a [`VerifyError::System`], not a refusal of the bundle.
+//!
+//! Limits: the file is checked for being the same (device, inode, size, change time) just
+//! before `rauc install` opens it ([`install_verified`]); a bundle directory writable by
+//! others could still race that last instant, so bundles belong in a directory only the node
+//! writes. RAUC itself then re-verifies signature and each block as it copies.
+
+use super::{
+    bundle::{self, StructureError},
+    cms::{self, CmsError},
+    manifest::{self, BundleFormat, KeyFileError, Manifest, ManifestImage},
+    rauc::{self, OutputLine, RaucError, RaucInfo},
+    verity::{self, BLOCK_SIZE, TreeLayout, VerityError},
+    version::{Version, VersionError},
+};
+use sha2::{Digest, Sha256};
+use std::{
+    io::{BufReader, Read, Seek, SeekFrom},
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
+
+/// Where the appliance keeps what verification needs; each path can be overridden.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// The update CA(s) a signer must chain to.
+    pub keyring: PathBuf,
+    /// RAUC's system configuration: `[system] compatible=`, and the rules `rauc info` applies.
+    pub system_conf: PathBuf,
+    /// The running firmware's `IMAGE_VERSION=`.
+    pub os_release: PathBuf,
+    /// The `rauc` binary (a name looked up in `PATH`, or a path).
+    pub rauc: PathBuf,
+    /// A directory for the signature copy `rauc info` reads.
+    pub scratch_dir: PathBuf,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            keyring: "/etc/rauc/keyring.pem".into(),
+            system_conf: "/etc/rauc/system.conf".into(),
+            os_release: "/etc/os-release".into(),
+            rauc: "rauc".into(),
+            scratch_dir: std::env::temp_dir(),
+        }
+    }
+}
+
+/// The checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    Structure,
+    Signature,
+    Signer,
+    Compatible,
+    VersionPolicy,
+    PayloadHash,
+}
+
+impl Check {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Check::Structure => "structure",
+            Check::Signature => "signature",
+            Check::Signer => "signer",
+            Check::Compatible => "compatible",
+            Check::VersionPolicy => "version-policy",
+            Check::PayloadHash => "payload-hash",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("cannot read {what} {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Compatible { path: String, source: KeyFileError },
+    #[error("{path} has no IMAGE_VERSION=: the running firmware's version is unknown")]
+    NoRunningVersion { path: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error("the signature has {0} signers; a bundle is signed by exactly one")]
+    NotOneSigner(usize),
+    #[error("the signer's certificate is not in the signature")]
+    CertificateMissing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VersionPolicyError {
+    #[error("the bundle has no version")]
+    NoVersion,
+    #[error("the bundle's version {0}")]
+    BundleVersion(VersionError),
+    #[error("the running firmware's version {0}")]
+    RunningVersion(VersionError),
+    #[error(
+        "bundle version {bundle} is {relation} the running version {running}; only a greater version installs"
+    )]
+    NotNewer {
+        bundle: String,
+        running: String,
+        relation: &'static str,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("{0}")]
+    NotVerity(CmsError),
+    #[error(
+        "the signed manifest declares format={0:?}; this appliance accepts verity bundles only"
+    )]
+    FormatNotVerity(BundleFormat),
+    #[error(
+        "the signed verity-size ({signed} bytes) does not fit the {payload}-byte payload: a tree over {data_blocks} data blocks takes {expected} bytes"
+    )]
+    VeritySize {
+        signed: u64,
+        payload: u64,
+        data_blocks: u64,
+        expected: u64,
+    },
+    #[error("{0}")]
+    Verity(#[from] VerityError),
+    #[error("cannot read the payload: {0}")]
+    Read(std::io::Error),
+}
+
+/// Why a bundle was not verified: [`VerifyError::check`] names the check that refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("this system cannot verify bundles: {0}")]
+    System(SystemError),
+    #[error("structure check failed: {0}")]
+    Structure(StructureError),
+    #[error("structure check failed: the signed manifest cannot be read: {0}")]
+    Manifest(KeyFileError),
+    #[error("signature check failed: {0}")]
+    Signature(RaucError),
+    #[error(
+        "signature check failed: the manifest rauc verified differs from the signed one read here ({0})"
+    )]
+    ManifestDiffers(&'static str),
+    #[error("signer check failed: {0}")]
+    Signer(SignerError),
+    #[error(
+        "compatible check failed: the bundle is for {bundle:?}, this system ({system_conf}) is {system:?}"
+    )]
+    Compatible {
+        bundle: String,
+        system: String,
+        system_conf: String,
+    },
+    #[error("version policy check failed: {0}")]
+    VersionPolicy(VersionPolicyError),
+    #[error("payload hash check failed: {0}")]
+    PayloadHash(PayloadError),
+}
+
+impl VerifyError {
+    /// The check that refused the bundle; `None` when the system itself is at fault (its
+    /// keyring, configuration or os-release unreadable, or rauc not runnable).
+    pub fn check(&self) -> Option<Check> {
+        Some(match self {
+            VerifyError::System(_)
+            | VerifyError::Signature(RaucError::Spawn { .. } | RaucError::Scratch { .. }) => {
+                return None;
+            }
+            VerifyError::Structure(_) | VerifyError::Manifest(_) => Check::Structure,
+            VerifyError::Signature(_) | VerifyError::ManifestDiffers(_) => Check::Signature,
+            VerifyError::Signer(_) => Check::Signer,
+            VerifyError::Compatible { .. } => Check::Compatible,
+            VerifyError::VersionPolicy(_) => Check::VersionPolicy,
+            VerifyError::PayloadHash(_) => Check::PayloadHash,
+        })
+    }
+}
+
+/// Who signed the bundle, from the certificate rauc verified the signature with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Signer {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    /// RFC 3339.
+    pub not_after: String,
+}
+
+/// The payload's dm-verity parameters, all proven.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerityProof {
+    pub root_hash: String,
+    pub salt: String,
+    pub data_size: u64,
+    pub hash_tree_size: u64,
+}
+
+/// Which file was verified: compared again before `rauc install` opens it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
+        FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.len(),
+            ctime: (metadata.ctime(), metadata.ctime_nsec()),
+            mtime: (metadata.mtime(), metadata.mtime_nsec()),
+        }
+    }
+}
+
+/// A bundle that passed every check, with what was verified (for the operator and the audit
+/// record).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VerifiedBundle {
+    pub path: PathBuf,
+    /// SHA-256 of the whole file, as read during verification.
+    pub sha256: String,
+    pub size: u64,
+    pub compatible: String,
+    pub version: String,
+    pub running_version: String,
+    pub signer: Signer,
+    pub verity: VerityProof,
+    pub images: Vec<ManifestImage>,
+    #[serde(skip)]
+    pub identity: FileIdentity,
+}
+
+/// The system's side of the checks.
+struct SystemFacts {
+    compatible: String,
+    running_version: String,
+}
+
+fn read_system(options: &VerifyOptions) -> Result<SystemFacts, SystemError> {
+    let read = |what, path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| SystemError::Read {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
+    };
+    // The keyring is rauc's to read; reading it here makes a missing one a clear system error.
+    read("the keyring", &options.keyring)?;
+    let conf = read("the RAUC system configuration", &options.system_conf)?;
+    let compatible =
+        manifest::system_compatible(&conf).map_err(|source| SystemError::Compatible {
+            path: options.system_conf.display().to_string(),
+            source,
+        })?;
+    let os_release = read("the os-release file", &options.os_release)?;
+    let running_version =
+        manifest::os_release_value(&os_release, "IMAGE_VERSION").ok_or_else(|| {
+            SystemError::NoRunningVersion {
+                path: options.os_release.display().to_string(),
+            }
+        })?;
+    Ok(SystemFacts {
+        compatible,
+        running_version,
+    })
+}
+
+/// Verifies the bundle at `path`; see the module documentation for the checks and their order.
+pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBundle, VerifyError> {
+    let system = read_system(options).map_err(VerifyError::System)?;
+    // 1. structure
+    let opened = bundle::open(path).map_err(|e| match e {
+        StructureError::Signature(cms @ (CmsError::PlainFormat | CmsError::CryptFormat)) => {
+            VerifyError::PayloadHash(PayloadError::NotVerity(cms))
+        }
+        other => VerifyError::Structure(other),
+    })?;
+    let text = String::from_utf8(opened.content.manifest.clone()).map_err(|_| {
+        VerifyError::Manifest(KeyFileError::BadLine {
+            line: 0,
+            text: "the manifest is not UTF-8".into(),
+        })
+    })?;
+    let signed = Manifest::parse(&text).map_err(VerifyError::Manifest)?;
+    // 2. signature
+    let verified = rauc::info(
+        &options.rauc,
+        &options.keyring,
+        &options.system_conf,
+        &options.scratch_dir,
+        &opened.signature,
+        &opened.trailer,
+    )
+    .map_err(VerifyError::Signature)?;
+    same_manifest(&verified, &signed).map_err(VerifyError::ManifestDiffers)?;
+    // 3. signer
+    let signer = signer(&opened.content).map_err(VerifyError::Signer)?;
+    // 4. compatible
+    if signed.compatible != system.compatible {
+        return Err(VerifyError::Compatible {
+            bundle: signed.compatible,
+            system: system.compatible,
+            system_conf: options.system_conf.display().to_string(),
+        });
+    }
+    // 5. version policy
+    let version = newer_version(signed.version.as_deref(), &system.running_version)
+        .map_err(VerifyError::VersionPolicy)?;
+    // 6. payload hash
+    let (verity, sha256) = prove_payload(&opened, &signed).map_err(VerifyError::PayloadHash)?;
+    let identity = opened
+        .file
+        .metadata()
+        .map(|m| FileIdentity::of(&m))
+        .map_err(|e| VerifyError::PayloadHash(PayloadError::Read(e)))?;
+    Ok(VerifiedBundle {
+        path: path.to_path_buf(),
+        sha256,
+        size: opened.layout.file_size,
+        compatible: signed.compatible,
+        version: version.to_string(),
+        running_version: system.running_version,
+        signer,
+        verity,
+        images: signed.images,
+        identity,
+    })
+}
+
+/// An image as both manifests state it: slot class, file name, sha256, size.
+type ImageRow<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<u64>);
+
+/// What rauc verified and what was parsed here must be the same manifest.
+fn same_manifest(verified: &RaucInfo, signed: &Manifest) -> Result<(), &'static str> {
+    if verified.compatible.as_deref() != Some(signed.compatible.as_str()) {
+        return Err("compatible");
+    }
+    if verified.version != signed.version {
+        return Err("version");
+    }
+    let theirs: Vec<ImageRow<'_>> = verified
+        .images
+        .iter()
+        .flat_map(|map| map.iter())
+        .map(|(class, image)| {
+            (
+                class.as_str(),
+                image.filename.as_deref(),
+                image.checksum.as_deref(),
+                image.size,
+            )
+        })
+        .collect();
+    let ours: Vec<ImageRow<'_>> = signed
+        .images
+        .iter()
+        .map(|i| {
+            (
+                i.slot_class.as_str(),
+                Some(i.filename.as_str()),
+                Some(i.sha256.as_str()),
+                Some(i.size),
+            )
+        })
+        .collect();
+    if theirs != ours {
+        return Err("images");
+    }
+    Ok(())
+}
+
+fn signer(content: &cms::SignedContent) -> Result<Signer, SignerError> {
+    let [id] = content.signers.as_slice() else {
+        return Err(SignerError::NotOneSigner(content.signers.len()));
+    };
+    let certificate =
+        cms::find_certificate(id, &content.certificates).ok_or(SignerError::CertificateMissing)?;
+    let not_after = certificate
+        .validity()
+        .not_after
+        .to_datetime()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| certificate.validity().not_after.to_string());
+    Ok(Signer {
+        subject: certificate.subject().to_string(),
+        issuer: certificate.issuer().to_string(),
+        serial: certificate.raw_serial_as_string(),
+        not_after,
+    })
+}
+
+fn newer_version(bundle: Option<&str>, running: &str) -> Result<Version, VersionPolicyError> {
+    let bundle = Version::parse(bundle.ok_or(VersionPolicyError::NoVersion)?)
+        .map_err(VersionPolicyError::BundleVersion)?;
+    let running = Version::parse(running).map_err(VersionPolicyError::RunningVersion)?;
+    if bundle > running {
+        return Ok(bundle);
+    }
+    Err(VersionPolicyError::NotNewer {
+        relation: if bundle == running {
+            "equal to"
+        } else {
+            "lower than"
+        },
+        bundle: bundle.to_string(),
+        running: running.to_string(),
+    })
+}
+
+/// Recomputes the hash tree over the payload; returns the proof and the whole file's SHA-256.
+fn prove_payload(
+    opened: &bundle::OpenBundle,
+    signed: &Manifest,
+) -> Result<(VerityProof, String), PayloadError> {
+    let metadata = match (signed.format, &signed.verity) {
+        (BundleFormat::Verity, Some(metadata)) => metadata,
+        (format, _) => return Err(PayloadError::FormatNotVerity(format)),
+    };
+    let payload = opened.layout.payload_size;
+    let size_error = |data_blocks, expected| PayloadError::VeritySize {
+        signed: metadata.hash_tree_size,
+        payload,
+        data_blocks,
+        expected,
+    };
+    let data_size = payload
+        .checked_sub(metadata.hash_tree_size)
+        .filter(|d| *d > 0 && d.is_multiple_of(BLOCK_SIZE))
+        .ok_or_else(|| size_error(0, 0))?;
+    let layout = TreeLayout::new(data_size / BLOCK_SIZE)?;
+    let expected = layout.hash_blocks() * BLOCK_SIZE;
+    if expected != metadata.hash_tree_size {
+        return Err(size_error(layout.data_blocks, expected));
+    }
+    let mut file = &opened.file;
+    file.seek(SeekFrom::Start(0)).map_err(PayloadError::Read)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file.take(payload));
+    let mut whole_file = Sha256::new();
+    verity::verify(
+        &mut reader,
+        &layout,
+        &metadata.salt,
+        &metadata.root_hash,
+        &mut |bytes| whole_file.update(bytes),
+    )?;
+    whole_file.update(&opened.signature);
+    whole_file.update(opened.trailer);
+    Ok((
+        VerityProof {
+            root_hash: hex::encode(metadata.root_hash),
+            salt: hex::encode(metadata.salt),
+            data_size,
+            hash_tree_size: metadata.hash_tree_size,
+        },
+        hex::encode(whole_file.finalize()),
+    ))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("{path} changed after it was verified; verify it again")]
+    Changed { path: String },
+    #[error("cannot check {path} before installing: {source}")]
+    Stat {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Rauc(#[from] RaucError),
+}
+
+/// Hands a verified bundle to `rauc install`, unless the file changed since it was verified;
+/// each output line goes to `on_line`. Returns rauc's exit status.
+pub fn install_verified(
+    verified: &VerifiedBundle,
+    rauc: &Path,
+    on_line: &mut dyn FnMut(OutputLine),
+) -> Result<ExitStatus, InstallError> {
+    let path = verified.path.display().to_string();
+    let now = std::fs::metadata(&verified.path).map_err(|source| InstallError::Stat {
+        path: path.clone(),
+        source,
+    })?;
+    if FileIdentity::of(&now) != verified.identity {
+        return Err(InstallError::Changed { path });
+    }
+    Ok(rauc::install(rauc, &verified.path, on_line)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_policy_is_strictly_greater() {
+        assert!(newer_version(Some("0.2.0"), "0.1.0").is_ok());
+        for (bundle, running, relation) in [
+            ("0.1.0", "0.1.0", "equal to"),
+            ("0.1", "0.1.0+other-build", "equal to"),
+            ("0.1.0-rc.1", "0.1.0", "lower than"),
+            ("0.0.9", "0.1.0", "lower than"),
+        ] {
+            match newer_version(Some(bundle), running) {
+                Err(VersionPolicyError::NotNewer { relation: r, .. }) => assert_eq!(r, relation),
+                other => panic!("{bundle} over {running}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            newer_version(None, "0.1.0"),
+            Err(VersionPolicyError::NoVersion)
+        ));
+        assert!(matches!(
+            newer_version(Some("latest"), "0.1.0"),
+            Err(VersionPolicyError::BundleVersion(_))
+        ));
+        assert!(matches!(
+            newer_version(Some("0.2.0"), "unknown"),
+            Err(VersionPolicyError::RunningVersion(_))
+        ));
+    }
+}

@@ -1,0 +1,584 @@
+//! `bsfg firmware verify|install` against the real `rauc` 1.8 (no mock): bundles are built by
+//! `rauc bundle` from a small fake root image, signed with keys openssl makes in each test's
+//! temporary directory (an update CA and its signer, and a foreign CA and signer), and every
+//! refusal is asserted by the check that names it. The dm-verity tree is compared with
+//! `veritysetup format --no-superblock`.
+//!
+//! Needs `rauc`, `mksquashfs` and `veritysetup` (`scripts/setup.sh` installs them).
+
+mod common;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const COMPATIBLE: &str = "bsfg-appliance-test-x86_64";
+const RUNNING: &str = "0.2.0";
+
+fn run(program: &str, args: &[&str], dir: &Path) -> std::process::Output {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (run `make setup`): {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// An estate's update PKI, a foreign one, the system's files, in a temporary directory.
+struct Appliance {
+    dir: tempfile::TempDir,
+}
+
+impl Appliance {
+    fn new() -> Appliance {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path();
+        std::fs::write(
+            path.join("ext.cnf"),
+            "[ca]\nbasicConstraints=critical,CA:true\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n\
+             [signer]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        )
+        .expect("write ext.cnf");
+        for (ca, signer, org) in [
+            ("ca", "signer", "Estate"),
+            ("foreign-ca", "foreign-signer", "Foreign"),
+        ] {
+            let key = |name: &str| {
+                run(
+                    "openssl",
+                    &[
+                        "genpkey",
+                        "-algorithm",
+                        "EC",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:P-256",
+                        "-out",
+                        &format!("{name}.key"),
+                    ],
+                    path,
+                );
+            };
+            key(ca);
+            key(signer);
+            run(
+                "openssl",
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &format!("{ca}.key"),
+                    "-subj",
+                    &format!("/O={org}/CN={org} update CA"),
+                    "-out",
+                    &format!("{ca}.csr"),
+                ],
+                path,
+            );
+            run(
+                "openssl",
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{ca}.csr"),
+                    "-signkey",
+                    &format!("{ca}.key"),
+                    "-days",
+                    "30",
+                    "-extfile",
+                    "ext.cnf",
+                    "-extensions",
+                    "ca",
+                    "-out",
+                    &format!("{ca}.pem"),
+                ],
+                path,
+            );
+            run(
+                "openssl",
+                &[
+                    "req",
+                    "-new",
+                    "-key",
+                    &format!("{signer}.key"),
+                    "-subj",
+                    &format!("/O={org}/CN={org} release signer"),
+                    "-out",
+                    &format!("{signer}.csr"),
+                ],
+                path,
+            );
+            run(
+                "openssl",
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{signer}.csr"),
+                    "-CA",
+                    &format!("{ca}.pem"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-set_serial",
+                    "4242",
+                    "-days",
+                    "30",
+                    "-extfile",
+                    "ext.cnf",
+                    "-extensions",
+                    "signer",
+                    "-out",
+                    &format!("{signer}.pem"),
+                ],
+                path,
+            );
+        }
+        std::fs::write(
+            path.join("system.conf"),
+            format!("[system]\ncompatible={COMPATIBLE}\nbootloader=noop\n"),
+        )
+        .expect("write system.conf");
+        std::fs::write(
+            path.join("os-release"),
+            format!("NAME=\"BSFG appliance\"\nIMAGE_ID=bsfg-appliance\nIMAGE_VERSION={RUNNING}\n"),
+        )
+        .expect("write os-release");
+        Appliance { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `rauc bundle` over a 600 KiB incompressible root image (a two-level hash tree).
+    fn bundle(
+        &self,
+        name: &str,
+        compatible: &str,
+        version: &str,
+        format: &str,
+        signer: &str,
+    ) -> PathBuf {
+        let content = self.path(&format!("{name}.content"));
+        std::fs::create_dir_all(&content).expect("content dir");
+        let mut state = 0x2545_F491_4F6C_DD1Du64 ^ name.len() as u64;
+        let image: Vec<u8> = (0..600 * 1024)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(content.join("rootfs.img"), image).expect("image");
+        std::fs::write(
+            content.join("manifest.raucm"),
+            format!("[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n"),
+        )
+        .expect("manifest");
+        let out = self.path(&format!("{name}.raucb"));
+        let cert = format!("{signer}.pem");
+        let key = format!("{signer}.key");
+        run(
+            "rauc",
+            &[
+                "bundle",
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                content.to_str().expect("utf-8"),
+                out.to_str().expect("utf-8"),
+            ],
+            self.dir.path(),
+        );
+        out
+    }
+
+    fn good(&self, name: &str) -> PathBuf {
+        self.bundle(name, COMPATIBLE, "0.3.0", "verity", "signer")
+    }
+
+    fn bsfg(&self, command: &str, bundle: &Path, extra: &[&str]) -> (i32, String, String) {
+        let output = Command::new(common::bsfg_binary())
+            .args(["firmware", command])
+            .arg(bundle)
+            .arg("--keyring")
+            .arg(self.path("ca.pem"))
+            .arg("--system-conf")
+            .arg(self.path("system.conf"))
+            .arg("--os-release")
+            .arg(self.path("os-release"))
+            .args(extra)
+            .output()
+            .expect("run bsfg");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        );
+        assert!(!stderr.contains("panicked"), "bsfg panicked: {stderr}");
+        (output.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    /// `bsfg firmware verify --json`: the exit status and the JSON document.
+    fn verify(&self, bundle: &Path) -> (i32, Value) {
+        let (code, stdout, stderr) = self.bsfg("verify", bundle, &["--json"]);
+        let json = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}\nstderr: {stderr}"));
+        (code, json)
+    }
+
+    /// Asserts `bundle` is refused by `check`, with `reason` in the error; returns the error.
+    fn assert_refused(&self, bundle: &Path, check: &str, reason: &str) -> String {
+        let (code, json) = self.verify(bundle);
+        let error = json["error"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            (code, json["verified"].as_bool(), json["check"].as_str()),
+            (65, Some(false), Some(check)),
+            "{json}"
+        );
+        assert!(
+            error.contains(reason),
+            "{check}: {error:?} lacks {reason:?}"
+        );
+        error
+    }
+
+    /// `rauc info` on its own, as RAUC 1.8 would judge the bundle before installing it.
+    fn rauc_info_accepts(&self, bundle: &Path) -> bool {
+        Command::new("rauc")
+            .arg(format!("--conf={}", self.path("system.conf").display()))
+            .arg(format!("--keyring={}", self.path("ca.pem").display()))
+            .args(["info", "--output-format=json"])
+            .arg(bundle)
+            .output()
+            .expect("run rauc")
+            .status
+            .success()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn flip_byte(from: &Path, to: &Path, offset: u64) {
+    let mut bytes = std::fs::read(from).expect("read bundle");
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(to, bytes).expect("write bundle");
+}
+
+#[test]
+fn a_good_bundle_is_verified_and_reported() {
+    let appliance = Appliance::new();
+    let bundle = appliance.good("good");
+    let (code, json) = appliance.verify(&bundle);
+    assert_eq!(
+        (code, json["verified"].as_bool()),
+        (0, Some(true)),
+        "{json}"
+    );
+    let verified = &json["bundle"];
+    assert_eq!(verified["compatible"], COMPATIBLE);
+    assert_eq!(
+        (
+            verified["version"].as_str(),
+            verified["running_version"].as_str()
+        ),
+        (Some("0.3.0"), Some(RUNNING))
+    );
+    assert_eq!(
+        verified["signer"]["subject"],
+        "O=Estate, CN=Estate release signer"
+    );
+    assert_eq!(
+        verified["signer"]["issuer"],
+        "O=Estate, CN=Estate update CA"
+    );
+    let bytes = std::fs::read(&bundle).expect("bundle");
+    assert_eq!(
+        verified["sha256"].as_str(),
+        Some(sha256_hex(&bytes).as_str())
+    );
+    let image = std::fs::read(appliance.path("good.content/rootfs.img")).expect("image");
+    assert_eq!(verified["images"][0]["slot_class"], "rootfs");
+    assert_eq!(
+        verified["images"][0]["sha256"].as_str(),
+        Some(sha256_hex(&image).as_str())
+    );
+    // The root hash verify reports is veritysetup's over the same data and salt.
+    let data_size = verified["verity"]["data_size"].as_u64().expect("data_size");
+    std::fs::write(appliance.path("data.img"), &bytes[..data_size as usize]).expect("data");
+    let salt = format!(
+        "--salt={}",
+        verified["verity"]["salt"].as_str().expect("salt")
+    );
+    let out = run(
+        "veritysetup",
+        &["format", "--no-superblock", &salt, "data.img", "hash.img"],
+        appliance.dir.path(),
+    );
+    let root = verified["verity"]["root_hash"].as_str().expect("root");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("Root hash:      \t{root}")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The human summary names the same facts.
+    let (code, summary, _) = appliance.bsfg("verify", &bundle, &[]);
+    assert_eq!(code, 0);
+    for expected in [
+        COMPATIBLE,
+        "0.3.0 (running 0.2.0)",
+        "CN=Estate release signer",
+        root,
+        "rootfs: rootfs.img",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} not in {summary}");
+    }
+}
+
+#[test]
+fn one_flipped_payload_byte_is_refused_by_the_payload_hash_though_rauc_info_accepts_it() {
+    let appliance = Appliance::new();
+    let good = appliance.good("good");
+    let flipped = appliance.path("flipped.raucb");
+    flip_byte(&good, &flipped, 300 * 1024);
+    assert!(
+        appliance.rauc_info_accepts(&flipped),
+        "rauc info alone accepts the tampered bundle"
+    );
+    appliance.assert_refused(
+        &flipped,
+        "payload-hash",
+        "does not match the signed verity hash",
+    );
+    // A byte of the stored hash tree (right after the data): the data is intact, the tree RAUC
+    // would use while copying is not.
+    let (_, json) = appliance.verify(&good);
+    let tree_offset = json["bundle"]["verity"]["data_size"]
+        .as_u64()
+        .expect("data_size");
+    let tree = appliance.path("tree.raucb");
+    flip_byte(&good, &tree, tree_offset + 5);
+    assert!(appliance.rauc_info_accepts(&tree));
+    appliance.assert_refused(
+        &tree,
+        "payload-hash",
+        "hash tree stored in the bundle differs",
+    );
+}
+
+#[test]
+fn a_foreign_signer_or_a_tampered_signature_is_refused_by_the_signature_check() {
+    let appliance = Appliance::new();
+    let foreign = appliance.bundle("foreign", COMPATIBLE, "0.3.0", "verity", "foreign-signer");
+    appliance.assert_refused(
+        &foreign,
+        "signature",
+        "unable to get local issuer certificate",
+    );
+    // The signed manifest changed in place (same length): the signature no longer matches.
+    let good = appliance.good("good");
+    let mut bytes = std::fs::read(&good).expect("bundle");
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"version=0.3.0")
+        .expect("manifest in the CMS");
+    bytes[at + 8] = b'9';
+    let tampered = appliance.path("tampered.raucb");
+    std::fs::write(&tampered, bytes).expect("write");
+    appliance.assert_refused(&tampered, "signature", "signature verification failed");
+}
+
+#[test]
+fn a_bundle_for_another_product_is_refused_by_the_compatible_check() {
+    let appliance = Appliance::new();
+    let other = appliance.bundle("other", "other-product-x86_64", "0.3.0", "verity", "signer");
+    appliance.assert_refused(
+        &other,
+        "compatible",
+        &format!(
+            "the bundle is for \"other-product-x86_64\", this system ({}) is \"{COMPATIBLE}\"",
+            appliance.path("system.conf").display()
+        ),
+    );
+}
+
+#[test]
+fn equal_lower_and_unparsable_versions_are_refused_by_the_version_policy() {
+    let appliance = Appliance::new();
+    for (name, version, reason) in [
+        ("equal", RUNNING, "is equal to the running version 0.2.0"),
+        (
+            "build",
+            "0.2.0+rebuild.2",
+            "is equal to the running version 0.2.0",
+        ),
+        ("lower", "0.1.9", "is lower than the running version 0.2.0"),
+        (
+            "pre",
+            "0.2.0-rc.1",
+            "is lower than the running version 0.2.0",
+        ),
+        ("unparsable", "latest", "\"latest\" is not a version"),
+    ] {
+        let bundle = appliance.bundle(name, COMPATIBLE, version, "verity", "signer");
+        appliance.assert_refused(&bundle, "version-policy", reason);
+    }
+}
+
+#[test]
+fn a_plain_format_bundle_is_refused() {
+    let appliance = Appliance::new();
+    let plain = appliance.bundle("plain", COMPATIBLE, "0.3.0", "plain", "signer");
+    assert!(
+        appliance.rauc_info_accepts(&plain),
+        "rauc itself accepts plain bundles"
+    );
+    appliance.assert_refused(&plain, "payload-hash", "accepts verity bundles only");
+}
+
+#[test]
+fn truncated_and_garbage_files_are_structure_errors() {
+    let appliance = Appliance::new();
+    let good = std::fs::read(appliance.good("good")).expect("bundle");
+    let write = |name: &str, bytes: &[u8]| {
+        let path = appliance.path(name);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    };
+    let cases = [
+        (
+            write("cut-trailer.raucb", &good[..good.len() - 3]),
+            "exceeds",
+        ),
+        (write("cut-half.raucb", &good[..good.len() / 2]), "exceeds"),
+        (
+            write(
+                "cut-signature.raucb",
+                &[&good[..good.len() - 200], &good[good.len() - 8..]].concat(),
+            ),
+            "not a whole number of 4 KiB blocks",
+        ),
+        (write("empty.raucb", b""), "too small"),
+        (write("garbage.raucb", &vec![0xA5; 64 * 1024]), "exceeds"),
+        (
+            write(
+                "zero-size.raucb",
+                &[vec![0; 8192], 0u64.to_be_bytes().to_vec()].concat(),
+            ),
+            "signature size in the trailer is 0",
+        ),
+        (
+            write(
+                "not-cms.raucb",
+                &[
+                    vec![0; 4096],
+                    vec![0x30, 0x03, 0x02, 0x01, 0x01],
+                    5u64.to_be_bytes().to_vec(),
+                ]
+                .concat(),
+            ),
+            "CMS signature",
+        ),
+    ];
+    for (path, reason) in cases {
+        appliance.assert_refused(&path, "structure", reason);
+    }
+    appliance.assert_refused(appliance.dir.path(), "structure", "not a regular file");
+}
+
+#[test]
+fn install_runs_rauc_only_for_a_verified_bundle_and_exits_with_its_status() {
+    let appliance = Appliance::new();
+    let good = appliance.good("good");
+    let flipped = appliance.path("flipped.raucb");
+    flip_byte(&good, &flipped, 4096);
+    let (code, stdout, stderr) = appliance.bsfg("install", &flipped, &[]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("REFUSED: payload hash check failed"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("installing with") && !stderr.contains("D-Bus"),
+        "rauc ran: {stdout}{stderr}"
+    );
+    // The good bundle reaches the real `rauc install`; with no rauc-service on this host, rauc
+    // fails on D-Bus, and that failure (its output and exit status 2) is what install reports.
+    let (code, stdout, stderr) = appliance.bsfg("install", &good, &[]);
+    assert!(
+        stdout.contains("verified ") && stdout.contains("installing with rauc install"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("D-Bus error while installing"), "{stderr}");
+    assert_eq!(code, 2, "rauc's exit status: {stdout}{stderr}");
+}
+
+#[test]
+fn the_verity_tree_matches_veritysetup_over_three_levels() {
+    // 128 * 128 + 5 data blocks need three levels.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocks = 128 * 128 + 5u64;
+    let data: Vec<u8> = (0..blocks * 4096)
+        .map(|i| (i / 4096 % 251) as u8 ^ (i % 7) as u8)
+        .collect();
+    std::fs::write(dir.path().join("data.img"), &data).expect("data");
+    let salt = "5a".repeat(32);
+    let out = run(
+        "veritysetup",
+        &[
+            "format",
+            "--no-superblock",
+            &format!("--salt={salt}"),
+            "data.img",
+            "hash.img",
+        ],
+        dir.path(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let root = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Root hash:"))
+        .map(str::trim)
+        .expect("root hash")
+        .to_string();
+    let tree = std::fs::read(dir.path().join("hash.img")).expect("hash");
+    let layout = bsfg::firmware::verity::TreeLayout::new(blocks).expect("layout");
+    assert_eq!(layout.levels.len(), 3);
+    assert_eq!(layout.hash_blocks() * 4096, tree.len() as u64);
+    let mut salt_bytes = [0u8; 32];
+    hex::decode_to_slice(&salt, &mut salt_bytes).expect("salt");
+    let mut root_bytes = [0u8; 32];
+    hex::decode_to_slice(&root, &mut root_bytes).expect("root");
+    let payload = [data, tree].concat();
+    bsfg::firmware::verity::verify(
+        &mut &payload[..],
+        &layout,
+        &salt_bytes,
+        &root_bytes,
+        &mut |_| {},
+    )
+    .expect("veritysetup's tree and root verify");
+    let mut wrong_root = root_bytes;
+    wrong_root[0] ^= 1;
+    assert!(
+        bsfg::firmware::verity::verify(
+            &mut &payload[..],
+            &layout,
+            &salt_bytes,
+            &wrong_root,
+            &mut |_| {}
+        )
+        .is_err()
+    );
+}
