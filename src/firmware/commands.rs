@@ -1,8 +1,10 @@
-//! `bsfg firmware boot-report`, `health` and `flush-audit`: the boot's and the health check's
-//! audit steps, kept in the outbox first and then appended to the zone's audit category. They run
-//! as root outside the node's sandbox (systemd units of the appliance), beside the serving node.
+//! `bsfg firmware boot-report | health | flush-audit | agent`: the appliance's firmware steps,
+//! kept in the outbox first and then appended to the zone's audit category. They run as root
+//! outside the node's sandbox (systemd units of the appliance), beside the serving node, and talk
+//! to the zone's nats-server on loopback only.
 
 use super::{
+    agent::{self, Appliance},
     audit::{self, Outbox, Step},
     host::Paths,
     report::{self, Health},
@@ -17,6 +19,33 @@ const EXIT_IOERR: u8 = 74;
 
 /// How long a command waits for nats-server before leaving the records in the outbox.
 const STORE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the agent looks for an approved install.
+const AGENT_POLL: Duration = Duration::from_secs(2);
+
+/// How an install that the pending state named ended, for its record in `bsfg_firmware`.
+struct Conclusion {
+    attempt: String,
+    state: &'static str,
+    message: String,
+}
+
+fn conclusion_of(steps: &[Step]) -> Option<Conclusion> {
+    steps.iter().find_map(|step| match step {
+        Step::Interrupted {
+            attempt, reason, ..
+        } => Some(Conclusion {
+            attempt: attempt.clone(),
+            state: "failed",
+            message: reason.clone(),
+        }),
+        Step::RolledBack { reason, .. } => Some(Conclusion {
+            attempt: String::new(),
+            state: "rolled_back",
+            message: reason.clone(),
+        }),
+        _ => None,
+    })
+}
 
 /// Records this boot (and what it says about an install in progress), then flushes.
 pub fn boot_report(config_path: &Path, paths: &Paths) -> ExitCode {
@@ -24,8 +53,18 @@ pub fn boot_report(config_path: &Path, paths: &Paths) -> ExitCode {
         let boot = paths.boot()?;
         let pending = paths.pending()?;
         let (steps, keep) = report::at_boot(&boot, pending.as_ref());
+        let conclusion = conclusion_of(&steps).map(|mut c| {
+            if c.attempt.is_empty() {
+                c.attempt = pending
+                    .as_ref()
+                    .map(|p| p.attempt.clone())
+                    .unwrap_or_default();
+            }
+            c
+        });
         push(paths, zone, steps)?;
-        paths.set_pending(keep.as_ref())
+        paths.set_pending(keep.as_ref())?;
+        Ok(conclusion)
     })
 }
 
@@ -36,14 +75,82 @@ pub fn health(config_path: &Path, paths: &Paths, health: &Health) -> ExitCode {
         let boot = paths.boot()?;
         let pending = paths.pending()?;
         let (steps, keep) = report::at_health(&boot, health, pending.as_ref());
+        let blessed = steps.iter().any(|s| matches!(s, Step::Blessed { .. }));
+        let conclusion = pending
+            .filter(|p| blessed && p.slot == boot.slot)
+            .map(|p| Conclusion {
+                attempt: p.attempt,
+                state: "blessed",
+                message: format!("slot {} running {} is blessed", boot.slot, boot.version),
+            });
         push(paths, zone, steps)?;
-        paths.set_pending(keep.as_ref())
+        paths.set_pending(keep.as_ref())?;
+        Ok(conclusion)
     })
 }
 
 /// Appends what the outbox holds.
 pub fn flush_audit(config_path: &Path, paths: &Paths) -> ExitCode {
-    run(config_path, paths, |_| Ok(()))
+    run(config_path, paths, |_| Ok(None))
+}
+
+/// Carries out approved installs, one at a time, until stopped (or one pass with `once`).
+pub fn agent<A: Appliance>(
+    config_path: &Path,
+    paths: &Paths,
+    appliance: &A,
+    once: bool,
+) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bsfg firmware agent: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        let store = loop {
+            match JetStreamStore::open(&config).await {
+                Ok(store) => break store,
+                Err(e) if once => {
+                    eprintln!("bsfg firmware agent: {e}");
+                    return ExitCode::from(EXIT_UNAVAILABLE);
+                }
+                Err(e) => {
+                    eprintln!("bsfg firmware agent: {e}; retrying");
+                    tokio::time::sleep(AGENT_POLL).await;
+                }
+            }
+        };
+        eprintln!(
+            "bsfg firmware agent: watching the install requests of zone {}",
+            config.zone
+        );
+        loop {
+            let pass = agent::run_once(
+                &store,
+                &config.zone,
+                config.limits.max_fact_bytes,
+                paths,
+                appliance,
+            )
+            .await;
+            if let Err(e) = &pass {
+                eprintln!("bsfg firmware agent: {e}");
+            }
+            if once {
+                return if pass.is_ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_UNAVAILABLE)
+                };
+            }
+            tokio::time::sleep(AGENT_POLL).await;
+        }
+    })
 }
 
 fn push(paths: &Paths, zone: &str, steps: Vec<Step>) -> Result<(), String> {
@@ -59,13 +166,21 @@ fn push(paths: &Paths, zone: &str, steps: Vec<Step>) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the config, runs `local` (the decisions, kept on disk), then flushes the outbox. A
-/// flush that cannot reach nats-server leaves the records for the next run: the exit status says
-/// so, the records are safe.
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("bsfg firmware: {e}"))
+        .ok()
+}
+
+/// Loads the config, runs `local` (the decisions, kept on disk), then flushes the outbox and
+/// concludes the install record. A flush that cannot reach nats-server leaves the records for the
+/// next run: the exit status says so, the records are safe.
 fn run(
     config_path: &Path,
     paths: &Paths,
-    local: impl FnOnce(&str) -> Result<(), String>,
+    local: impl FnOnce(&str) -> Result<Option<Conclusion>, String>,
 ) -> ExitCode {
     let config = match Config::load(config_path) {
         Ok(config) => config,
@@ -74,19 +189,15 @@ fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Err(e) = local(&config.zone) {
-        eprintln!("bsfg firmware: {e}");
-        return ExitCode::from(EXIT_IOERR);
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let conclusion = match local(&config.zone) {
+        Ok(conclusion) => conclusion,
         Err(e) => {
             eprintln!("bsfg firmware: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(EXIT_IOERR);
         }
+    };
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let outbox = Outbox::new(paths.outbox());
     let flushed = runtime.block_on(async {
@@ -94,7 +205,11 @@ fn run(
             let store = JetStreamStore::open(&config)
                 .await
                 .map_err(|e| e.to_string())?;
-            outbox.flush(&store, config.limits.max_fact_bytes).await
+            let n = outbox.flush(&store, config.limits.max_fact_bytes).await?;
+            if let Some(c) = &conclusion {
+                agent::conclude(&store, &c.attempt, c.state, &c.message).await?;
+            }
+            Ok::<_, String>(n)
         })
         .await
         .unwrap_or_else(|_| {

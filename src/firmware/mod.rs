@@ -2,6 +2,7 @@
 //! boot back end RAUC drives over systemd-boot's unified kernel images and boot counters (`boot`).
 
 pub mod agent;
+pub mod appliance;
 pub mod audit;
 pub mod boot;
 pub mod bundle;
