@@ -67,6 +67,25 @@ pub async fn run_once<S: Store, A: Appliance>(
         return Ok(None);
     };
     let attempt = install.attempt.clone();
+    match carry_out(store, zone, max_fact_bytes, paths, appliance, &mut install).await {
+        Ok(()) => Ok(Some(attempt)),
+        // Whatever stopped it, the request does not stay in flight: failed, and why.
+        Err(e) => {
+            update(store, &mut install, "failed", &e).await?;
+            Err(format!("install {attempt}: {e}"))
+        }
+    }
+}
+
+async fn carry_out<S: Store, A: Appliance>(
+    store: &S,
+    zone: &str,
+    max_fact_bytes: usize,
+    paths: &Paths,
+    appliance: &A,
+    install: &mut FirmwareInstall,
+) -> Result<(), String> {
+    let attempt = install.attempt.clone();
     let outbox = Outbox::new(paths.outbox());
     let step =
         |step: Step| -> Result<(), String> { outbox.push(&audit::now(zone, step)).map(|_| ()) };
@@ -74,13 +93,13 @@ pub async fn run_once<S: Store, A: Appliance>(
 
     update(
         store,
-        &mut install,
+        install,
         "verifying",
         "copying the bundle out of the object store",
     )
     .await?;
     let bundles = paths.state_dir.join("bundles");
-    let bundle = match fetch_bundle(store, &install, &bundles).await {
+    let bundle = match fetch_bundle(store, install, &bundles).await {
         Ok(path) => path,
         Err(reason) => {
             step(Step::Refused {
@@ -90,8 +109,8 @@ pub async fn run_once<S: Store, A: Appliance>(
                 reason: reason.clone(),
             })?;
             flush().await?;
-            update(store, &mut install, "refused", &reason).await?;
-            return Ok(Some(attempt));
+            update(store, install, "refused", &reason).await?;
+            return Ok(());
         }
     };
     let verified = match appliance.verify(&bundle) {
@@ -106,8 +125,8 @@ pub async fn run_once<S: Store, A: Appliance>(
             flush().await?;
             let _ = fs::remove_file(&bundle);
             let message = format!("refused ({}): {}", refusal.check, refusal.reason);
-            update(store, &mut install, "refused", &message).await?;
-            return Ok(Some(attempt));
+            update(store, install, "refused", &message).await?;
+            return Ok(());
         }
     };
     step(Step::Verified {
@@ -128,13 +147,7 @@ pub async fn run_once<S: Store, A: Appliance>(
     };
     // On disk before RAUC starts: a power cut during the write is found at the next boot.
     paths.set_pending(Some(&pending))?;
-    update(
-        store,
-        &mut install,
-        "writing",
-        &format!("writing slot {slot}"),
-    )
-    .await?;
+    update(store, install, "writing", &format!("writing slot {slot}")).await?;
     if let Err(reason) = appliance.install(&bundle) {
         paths.set_pending(None)?;
         step(Step::Interrupted {
@@ -143,8 +156,8 @@ pub async fn run_once<S: Store, A: Appliance>(
             reason: reason.clone(),
         })?;
         flush().await?;
-        update(store, &mut install, "failed", &reason).await?;
-        return Ok(Some(attempt));
+        update(store, install, "failed", &reason).await?;
+        return Ok(());
     }
     pending.written = true;
     paths.set_pending(Some(&pending))?;
@@ -162,7 +175,7 @@ pub async fn run_once<S: Store, A: Appliance>(
     flush().await?;
     update(
         store,
-        &mut install,
+        install,
         "rebooting",
         &format!(
             "slot {slot} written with {}; rebooting into it",
@@ -171,7 +184,7 @@ pub async fn run_once<S: Store, A: Appliance>(
     )
     .await?;
     appliance.reboot()?;
-    Ok(Some(attempt))
+    Ok(())
 }
 
 /// After a boot: the install the pending state names ends as `blessed`, `rolled_back` or

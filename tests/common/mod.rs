@@ -6,6 +6,7 @@
 //! directory. Nothing listens or connects beyond 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod bundles;
 pub mod chain;
 pub mod clients;
 pub mod dns;
