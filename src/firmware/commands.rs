@@ -129,7 +129,13 @@ pub fn agent<A: Appliance>(
             "bsfg firmware agent: watching the install requests of zone {}",
             config.zone
         );
+        let outbox = Outbox::new(paths.outbox());
         loop {
+            // What boot-report or the health check could not append yet (nats-server was still
+            // starting) goes out first, in order.
+            if let Err(e) = outbox.flush(&store, config.limits.max_fact_bytes).await {
+                eprintln!("bsfg firmware agent: {e}");
+            }
             let pass = agent::run_once(
                 &store,
                 &config.zone,
