@@ -203,3 +203,109 @@ fn a_node_without_firmware_refuses_installs() {
             .is_some_and(|m| m.contains("no [firmware] section"))
     );
 }
+
+/// Issue 9 item 6: a bundle travels like any artifact. The release team puts it into the
+/// enterprise zone's firmware bucket and appends a release fact referencing it; the IDMZ pulls the
+/// fact, brings the bundle over with its digest checked, and keeps it in its own firmware bucket.
+/// Arrival installs nothing; an operator's InstallFirmware on the IDMZ then finds it.
+#[test]
+fn a_bundle_arrives_by_replication_and_is_installed_only_when_an_operator_asks() {
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = std::sync::Arc::new(common::Pki::new(&estate.path().join("pki"), "estate CA"));
+    let enterprise_port = common::free_port();
+    let enterprise = Zone::start_with(ZoneOptions {
+        zone: "enterprise".into(),
+        pki: Some(pki.clone()),
+        port: Some(enterprise_port),
+        peer_fetch: vec!["releases-to-idmz".into()],
+        peer_get_objects: vec!["firmware".into()],
+        extra_toml: r#"
+[[buckets]]
+name = "firmware"
+[[consumers]]
+name = "releases-to-idmz"
+category = "documents"
+[[access]]
+identity = "release"
+append = ["documents"]
+assert_zones = ["enterprise"]
+put_objects = ["firmware"]
+"#
+        .into(),
+        ..Default::default()
+    });
+    enterprise.issue_client("release");
+    let idmz = Zone::start_with(ZoneOptions {
+        zone: "idmz".into(),
+        pki: Some(pki),
+        extra_toml: format!(
+            r#"
+[[buckets]]
+name = "firmware"
+[firmware]
+bucket = "firmware"
+[[pulls]]
+name = "releases"
+peer_url = "https://127.0.0.1:{enterprise_port}"
+peer_identity = "enterprise-bsfg"
+consumer = "releases-to-idmz"
+category = "documents"
+accept_from_zones = ["enterprise"]
+idle_wait = "1s"
+[[access]]
+identity = "alice"
+operate = ["firmware_install", "firmware_status"]
+"#
+        ),
+        ..Default::default()
+    });
+    idmz.issue_client("alice");
+
+    let bundle: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bundle)));
+    let key = "bsfg-appliance-0.2.0-x86_64.raucb";
+    let media = "application/vnd.rauc.bundle";
+    let reply = enterprise.curl("release").post_json(
+        "/bsfg.v1.BoundaryService/PutObject",
+        &serde_json::json!({"bucket": "firmware", "key": key, "data": b64(&bundle), "mediaType": media}).to_string(),
+    );
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    // Not there yet on the IDMZ: nothing to install.
+    assert_eq!(
+        install(&idmz, "alice", key, &digest, "CHG-11").code(),
+        "not_found"
+    );
+
+    let object_json = serde_json::json!({
+        "bucket": "firmware", "key": key, "digest": digest, "size": bundle.len(), "media_type": media,
+    })
+    .to_string();
+    let release = serde_json::json!({
+        "envelope": {"messageId": "release/bsfg-appliance/0.2.0", "fromZone": "enterprise", "toZone": "idmz",
+                     "producedAtUnixMs": "1700000000000", "objectMediaType": media},
+        "fact": {"subject": "release:bsfg-appliance/0.2.0", "predicate": "firmware_released", "objectJson": object_json},
+        "category": "CATEGORY_DOCUMENTS",
+    });
+    let reply = enterprise.curl("release").append(&release.to_string());
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    common::js::wait_for_count(
+        &idmz.nats.url(),
+        "facts_documents",
+        1,
+        std::time::Duration::from_secs(20),
+        "the release fact reaches the IDMZ",
+    );
+
+    // Arrived, installed nothing.
+    let status = idmz.curl("alice").post_json(STATUS, "{}").json();
+    assert_eq!(status["installs"], serde_json::Value::Null, "{status}");
+    // Asked for by an operator with the digest it was released with.
+    let reply = install(&idmz, "alice", key, &digest, "CHG-11");
+    assert_eq!(reply.status, 200, "{:?}", reply.json());
+    assert_eq!(reply.json()["state"], "approved");
+}

@@ -361,6 +361,8 @@ pub struct ZoneOptions {
     pub nats_jetstream: String,
     /// Consumers the peer identity `idmz-bsfg` may fetch (the template declares `to-idmz`).
     pub peer_fetch: Vec<String>,
+    /// Buckets the peer identity `idmz-bsfg` may read (`batch-files` unless set).
+    pub peer_get_objects: Vec<String>,
     /// The listener port; a free one when `None` (set it to point pulls at a zone not started yet).
     pub port: Option<u16>,
     /// How the node's config names its nats-server host (`localhost` tests name resolution).
@@ -381,6 +383,7 @@ impl Default for ZoneOptions {
             pki: None,
             port: None,
             peer_fetch: vec!["to-idmz".into()],
+            peer_get_objects: vec!["batch-files".into()],
             nats_jetstream: String::new(),
             node_env: Vec::new(),
             max_page: 100,
@@ -497,7 +500,7 @@ put_objects = ["batch-files", "document-files"]
 [[access]]
 identity = "{PEER}"
 fetch = [{peer_fetch}]
-get_objects = ["batch-files"]
+get_objects = [{peer_get_objects}]
 [[access]]
 identity = "{OPERATOR}"
 operator = true
@@ -517,6 +520,12 @@ operator = true
                 .peer_fetch
                 .iter()
                 .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            peer_get_objects = o
+                .peer_get_objects
+                .iter()
+                .map(|b| format!("\"{b}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
             crls = o
