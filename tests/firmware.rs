@@ -141,6 +141,57 @@ impl Appliance {
                 path,
             );
         }
+        run(
+            "openssl",
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ca-second.key",
+            ],
+            path,
+        );
+        run(
+            "openssl",
+            &[
+                "req",
+                "-new",
+                "-key",
+                "ca-second.key",
+                "-subj",
+                "/O=Estate/CN=Estate second signer",
+                "-out",
+                "ca-second.csr",
+            ],
+            path,
+        );
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "ca-second.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                "4343",
+                "-days",
+                "30",
+                "-extfile",
+                "ext.cnf",
+                "-extensions",
+                "signer",
+                "-out",
+                "ca-second.pem",
+            ],
+            path,
+        );
         std::fs::write(
             path.join("system.conf"),
             format!("[system]\ncompatible={COMPATIBLE}\nbootloader=noop\n"),
@@ -378,7 +429,7 @@ fn one_flipped_payload_byte_is_refused_by_the_payload_hash_though_rauc_info_acce
 }
 
 #[test]
-fn a_foreign_signer_or_a_tampered_signature_is_refused_by_the_signature_check() {
+fn a_foreign_signer_a_tampered_manifest_or_two_signers_are_refused_by_the_signature_check() {
     let appliance = Appliance::new();
     let foreign = appliance.bundle("foreign", COMPATIBLE, "0.3.0", "verity", "foreign-signer");
     appliance.assert_refused(
@@ -397,6 +448,47 @@ fn a_foreign_signer_or_a_tampered_signature_is_refused_by_the_signature_check() 
     let tampered = appliance.path("tampered.raucb");
     std::fs::write(&tampered, bytes).expect("write");
     appliance.assert_refused(&tampered, "signature", "signature verification failed");
+    // A second estate signer added to a good signature: rauc refuses several signers.
+    let good_bytes = std::fs::read(&good).expect("bundle");
+    let (payload, signature) = split_signature(&good_bytes);
+    std::fs::write(appliance.path("sig.der"), signature).expect("write");
+    run(
+        "openssl",
+        &[
+            "cms",
+            "-resign",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "sig.der",
+            "-signer",
+            "ca-second.pem",
+            "-inkey",
+            "ca-second.key",
+            "-outform",
+            "DER",
+            "-out",
+            "sig2.der",
+        ],
+        appliance.dir.path(),
+    );
+    let twice = appliance.path("twice.raucb");
+    let resigned = std::fs::read(appliance.path("sig2.der")).expect("sig2");
+    std::fs::write(
+        &twice,
+        [payload, &resigned, &(resigned.len() as u64).to_be_bytes()].concat(),
+    )
+    .expect("write");
+    appliance.assert_refused(&twice, "signature", "Unsupported number of signers: 2");
+}
+
+/// A bundle's bytes before its signature, and the signature.
+fn split_signature(bundle: &[u8]) -> (&[u8], &[u8]) {
+    let trailer: [u8; 8] = bundle[bundle.len() - 8..].try_into().expect("trailer");
+    let size = u64::from_be_bytes(trailer) as usize;
+    let start = bundle.len() - 8 - size;
+    (&bundle[..start], &bundle[start..bundle.len() - 8])
 }
 
 #[test]
