@@ -32,6 +32,39 @@ fn run(program: &str, args: &[&str], dir: &Path) -> std::process::Output {
     output
 }
 
+/// `NAME.key` and `NAME.pem` in `dir`: self-signed, or issued by `issuer` (CA, serial), with the
+/// extensions of section `extensions` of `ext.cnf`.
+fn issue(dir: &Path, name: &str, subject: &str, issuer: Option<(&str, &str)>, extensions: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let ec = [
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+    ];
+    run("openssl", &[&ec[..], &[key.as_str()]].concat(), dir);
+    run(
+        "openssl",
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+        dir,
+    );
+    let mut x509 = vec!["x509", "-req", "-in", &csr, "-days", "30", "-out", &pem];
+    x509.extend(["-extfile", "ext.cnf", "-extensions", extensions]);
+    let (ca, serial) = issuer.unwrap_or_default();
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    match issuer {
+        Some(_) => x509.extend(["-CA", &ca_pem, "-CAkey", &ca_key, "-set_serial", serial]),
+        None => x509.extend(["-signkey", &key]),
+    }
+    run("openssl", &x509, dir);
+}
+
 /// An estate's update PKI, a foreign one, the system's files, in a temporary directory.
 struct Appliance {
     dir: tempfile::TempDir,
@@ -47,150 +80,35 @@ impl Appliance {
              [signer]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
         )
         .expect("write ext.cnf");
-        for (ca, signer, org) in [
-            ("ca", "signer", "Estate"),
-            ("foreign-ca", "foreign-signer", "Foreign"),
-        ] {
-            let key = |name: &str| {
-                run(
-                    "openssl",
-                    &[
-                        "genpkey",
-                        "-algorithm",
-                        "EC",
-                        "-pkeyopt",
-                        "ec_paramgen_curve:P-256",
-                        "-out",
-                        &format!("{name}.key"),
-                    ],
-                    path,
-                );
-            };
-            key(ca);
-            key(signer);
-            run(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    &format!("{ca}.key"),
-                    "-subj",
-                    &format!("/O={org}/CN={org} update CA"),
-                    "-out",
-                    &format!("{ca}.csr"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{ca}.csr"),
-                    "-signkey",
-                    &format!("{ca}.key"),
-                    "-days",
-                    "30",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "ca",
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    &format!("{signer}.key"),
-                    "-subj",
-                    &format!("/O={org}/CN={org} release signer"),
-                    "-out",
-                    &format!("{signer}.csr"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{signer}.csr"),
-                    "-CA",
-                    &format!("{ca}.pem"),
-                    "-CAkey",
-                    &format!("{ca}.key"),
-                    "-set_serial",
-                    "4242",
-                    "-days",
-                    "30",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "signer",
-                    "-out",
-                    &format!("{signer}.pem"),
-                ],
-                path,
-            );
-        }
-        run(
-            "openssl",
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "ca-second.key",
-            ],
+        // Self-signed CAs, then signers issued by them (serials fixed, keys EC P-256).
+        issue(path, "ca", "/O=Estate/CN=Estate update CA", None, "ca");
+        issue(
             path,
+            "signer",
+            "/O=Estate/CN=Estate release signer",
+            Some(("ca", "4242")),
+            "signer",
         );
-        run(
-            "openssl",
-            &[
-                "req",
-                "-new",
-                "-key",
-                "ca-second.key",
-                "-subj",
-                "/O=Estate/CN=Estate second signer",
-                "-out",
-                "ca-second.csr",
-            ],
+        issue(
             path,
+            "ca-second",
+            "/O=Estate/CN=Estate second signer",
+            Some(("ca", "4343")),
+            "signer",
         );
-        run(
-            "openssl",
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "ca-second.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-set_serial",
-                "4343",
-                "-days",
-                "30",
-                "-extfile",
-                "ext.cnf",
-                "-extensions",
-                "signer",
-                "-out",
-                "ca-second.pem",
-            ],
+        issue(
             path,
+            "foreign-ca",
+            "/O=Foreign/CN=Foreign update CA",
+            None,
+            "ca",
+        );
+        issue(
+            path,
+            "foreign-signer",
+            "/O=Foreign/CN=Foreign release signer",
+            Some(("foreign-ca", "4242")),
+            "signer",
         );
         std::fs::write(
             path.join("system.conf"),

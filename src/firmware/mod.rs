@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cms;
 pub mod manifest;
 pub mod rauc;
+pub mod refusal;
 pub mod verify;
 pub mod verity;
 pub mod version;
