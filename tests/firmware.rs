@@ -564,7 +564,7 @@ fn the_verity_tree_matches_veritysetup_over_three_levels() {
         .to_string();
     let tree = std::fs::read(dir.path().join("hash.img")).expect("hash");
     let layout = bsfg::firmware::verity::TreeLayout::new(blocks).expect("layout");
-    assert_eq!(layout.levels.len(), 3);
+    assert_eq!(layout.levels().len(), 3);
     assert_eq!(layout.hash_blocks() * 4096, tree.len() as u64);
     let mut salt_bytes = [0u8; 32];
     hex::decode_to_slice(&salt, &mut salt_bytes).expect("salt");
@@ -591,4 +591,52 @@ fn the_verity_tree_matches_veritysetup_over_three_levels() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn the_library_entry_point_reports_each_check_in_order_and_the_hash_progress() {
+    use bsfg::firmware::verify::{Check, Progress, VerifyOptions, verify_bundle_with_progress};
+    let appliance = Appliance::new();
+    let bundle = appliance.good("good");
+    let options = VerifyOptions {
+        keyring: appliance.path("ca.pem"),
+        system_conf: appliance.path("system.conf"),
+        os_release: appliance.path("os-release"),
+        ..VerifyOptions::default()
+    };
+    let mut seen = Vec::new();
+    let verified = verify_bundle_with_progress(&bundle, &options, &mut |p| seen.push(p))
+        .expect("a good bundle verifies");
+    let checks: Vec<Check> = seen
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Checking(check) => Some(*check),
+            Progress::Hashed { .. } => None,
+        })
+        .collect();
+    use Check::*;
+    assert_eq!(
+        checks,
+        [
+            Structure,
+            Signature,
+            Signer,
+            Compatible,
+            VersionPolicy,
+            PayloadHash
+        ]
+    );
+    let payload = verified.verity.data_size + verified.verity.hash_tree_size;
+    assert_eq!(
+        seen.last(),
+        Some(&Progress::Hashed {
+            done: payload,
+            total: payload
+        })
+    );
+    // A refusal names its check as data, for the audit record.
+    let flipped = appliance.path("flipped.raucb");
+    flip_byte(&bundle, &flipped, 4096);
+    let refusal = bsfg::firmware::verify::verify_bundle(&flipped, &options).expect_err("refused");
+    assert_eq!(refusal.check(), Some(PayloadHash));
 }

@@ -4,6 +4,7 @@
 pub mod boot;
 pub mod bundle;
 pub mod cms;
+pub mod install;
 pub mod manifest;
 pub mod rauc;
 pub mod refusal;

@@ -23,27 +23,27 @@
 //! system that cannot state them is a [`VerifyError::System`], not a refusal of the bundle.
 //!
 //! Limits: the file is checked for being the same (device, inode, size, change time) just
-//! before `rauc install` opens it ([`install_verified`]); a bundle directory writable by
+//! before `rauc install` opens it (`install.rs`); a bundle directory writable by
 //! others could still race that last instant, so bundles belong in a directory only the node
 //! writes. RAUC itself then re-verifies signature and each block as it copies.
 
+pub use super::install::install_verified;
 pub use super::refusal::{
     Check, InstallError, PayloadError, SignerError, SystemError, VerifyError, VersionPolicyError,
 };
 use super::{
     bundle::{self, StructureError},
     cms::{self, CmsError},
+    install::FileIdentity,
     manifest::{self, BundleFormat, KeyFileError, Manifest, ManifestImage},
-    rauc::{self, OutputLine, RaucInfo},
+    rauc::{self, RaucInfo},
     verity::{self, BLOCK_SIZE, TreeLayout},
     version::Version,
 };
 use sha2::{Digest, Sha256};
 use std::{
     io::{BufReader, Read, Seek, SeekFrom},
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::ExitStatus,
 };
 
 /// Where the appliance keeps what verification needs; each path can be overridden.
@@ -90,28 +90,6 @@ pub struct VerityProof {
     pub salt: String,
     pub data_size: u64,
     pub hash_tree_size: u64,
-}
-
-/// Which file was verified: compared again before `rauc install` opens it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileIdentity {
-    device: u64,
-    inode: u64,
-    size: u64,
-    ctime: (i64, i64),
-    mtime: (i64, i64),
-}
-
-impl FileIdentity {
-    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
-        FileIdentity {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            size: metadata.len(),
-            ctime: (metadata.ctime(), metadata.ctime_nsec()),
-            mtime: (metadata.mtime(), metadata.mtime_nsec()),
-        }
-    }
 }
 
 /// A bundle that passed every check, with what was verified (for the operator and the audit
@@ -167,10 +145,29 @@ fn read_system(options: &VerifyOptions) -> Result<SystemFacts, SystemError> {
     })
 }
 
+/// What verification is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A check starts.
+    Checking(Check),
+    /// Payload bytes hashed so far (reported every 16 MiB and at the end), of the total.
+    Hashed { done: u64, total: u64 },
+}
+
 /// Verifies the bundle at `path`; see the module documentation for the checks and their order.
 pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBundle, VerifyError> {
+    verify_bundle_with_progress(path, options, &mut |_| {})
+}
+
+/// [`verify_bundle`], telling `progress` which check runs and how far the payload hash is.
+pub fn verify_bundle_with_progress(
+    path: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<VerifiedBundle, VerifyError> {
     let system = read_system(options).map_err(VerifyError::System)?;
     // 1. structure
+    progress(Progress::Checking(Check::Structure));
     let opened = bundle::open(path).map_err(|e| match e {
         StructureError::Signature(cms @ (CmsError::PlainFormat | CmsError::CryptFormat)) => {
             VerifyError::PayloadHash(PayloadError::NotVerity(cms))
@@ -185,6 +182,7 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
     })?;
     let signed = Manifest::parse(&text).map_err(VerifyError::Manifest)?;
     // 2. signature
+    progress(Progress::Checking(Check::Signature));
     let verified = rauc::info(
         &options.rauc,
         &options.keyring,
@@ -196,8 +194,10 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
     .map_err(VerifyError::Signature)?;
     same_manifest(&verified, &signed).map_err(VerifyError::ManifestDiffers)?;
     // 3. signer
+    progress(Progress::Checking(Check::Signer));
     let signer = signer(&opened.content).map_err(VerifyError::Signer)?;
     // 4. compatible
+    progress(Progress::Checking(Check::Compatible));
     if signed.compatible != system.compatible {
         return Err(VerifyError::Compatible {
             bundle: signed.compatible,
@@ -206,10 +206,13 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
         });
     }
     // 5. version policy
+    progress(Progress::Checking(Check::VersionPolicy));
     let version = newer_version(signed.version.as_deref(), &system.running_version)
         .map_err(VerifyError::VersionPolicy)?;
     // 6. payload hash
-    let (verity, sha256) = prove_payload(&opened, &signed).map_err(VerifyError::PayloadHash)?;
+    progress(Progress::Checking(Check::PayloadHash));
+    let (verity, sha256) =
+        prove_payload(&opened, &signed, progress).map_err(VerifyError::PayloadHash)?;
     let identity = opened
         .file
         .metadata()
@@ -313,6 +316,7 @@ fn newer_version(bundle: Option<&str>, running: &str) -> Result<Version, Version
 fn prove_payload(
     opened: &bundle::OpenBundle,
     signed: &Manifest,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(VerityProof, String), PayloadError> {
     let metadata = match (signed.format, &signed.verity) {
         (BundleFormat::Verity, Some(metadata)) => metadata,
@@ -332,18 +336,30 @@ fn prove_payload(
     let layout = TreeLayout::new(data_size / BLOCK_SIZE)?;
     let expected = layout.hash_blocks() * BLOCK_SIZE;
     if expected != metadata.hash_tree_size {
-        return Err(size_error(layout.data_blocks, expected));
+        return Err(size_error(layout.data_blocks(), expected));
     }
     let mut file = &opened.file;
     file.seek(SeekFrom::Start(0)).map_err(PayloadError::Read)?;
     let mut reader = BufReader::with_capacity(1 << 20, file.take(payload));
     let mut whole_file = Sha256::new();
+    const REPORT_EVERY: u64 = 16 << 20;
+    let mut done = 0u64;
     verity::verify(
         &mut reader,
         &layout,
         &metadata.salt,
         &metadata.root_hash,
-        &mut |bytes| whole_file.update(bytes),
+        &mut |bytes| {
+            whole_file.update(bytes);
+            let before = done;
+            done += bytes.len() as u64;
+            if done == payload || done / REPORT_EVERY != before / REPORT_EVERY {
+                progress(Progress::Hashed {
+                    done,
+                    total: payload,
+                });
+            }
+        },
     )?;
     whole_file.update(&opened.signature);
     whole_file.update(opened.trailer);
@@ -356,24 +372,6 @@ fn prove_payload(
         },
         hex::encode(whole_file.finalize()),
     ))
-}
-
-/// Hands a verified bundle to `rauc install`, unless the file changed since it was verified;
-/// each output line goes to `on_line`. Returns rauc's exit status.
-pub fn install_verified(
-    verified: &VerifiedBundle,
-    rauc: &Path,
-    on_line: &mut dyn FnMut(OutputLine),
-) -> Result<ExitStatus, InstallError> {
-    let path = verified.path.display().to_string();
-    let now = std::fs::metadata(&verified.path).map_err(|source| InstallError::Stat {
-        path: path.clone(),
-        source,
-    })?;
-    if FileIdentity::of(&now) != verified.identity {
-        return Err(InstallError::Changed { path });
-    }
-    Ok(rauc::install(rauc, &verified.path, on_line)?)
 }
 
 #[cfg(test)]
