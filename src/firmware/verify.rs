@@ -22,10 +22,14 @@
 //! The system's facts (keyring, compatible, running version) are read before the bundle; a
 //! system that cannot state them is a [`VerifyError::System`], not a refusal of the bundle.
 //!
-//! Limits: the file is checked for being the same (device, inode, size, change time) just
-//! before `rauc install` opens it (`install.rs`); a bundle directory writable by
-//! others could still race that last instant, so bundles belong in a directory only the node
-//! writes. RAUC itself then re-verifies signature and each block as it copies.
+//! The file must stay the same (device, inode, size, modification and change times) from
+//! opening to the last byte hashed, and again just before `rauc install` opens it
+//! (`install.rs`).
+//!
+//! Limits: a bundle directory writable by others could still race that last instant, so bundles
+//! belong in a directory only the node writes; RAUC then re-verifies signature and each block as
+//! it copies. Images with a variant (`[image.<class>.<variant>]`) are not supported: their
+//! names differ between the manifest and `rauc info`'s JSON, and such a bundle is refused.
 
 pub use super::install::install_verified;
 pub use super::refusal::{
@@ -213,11 +217,21 @@ pub fn verify_bundle_with_progress(
     progress(Progress::Checking(Check::PayloadHash));
     let (verity, sha256) =
         prove_payload(&opened, &signed, progress).map_err(VerifyError::PayloadHash)?;
-    let identity = opened
-        .file
-        .metadata()
-        .map(|m| FileIdentity::of(&m))
-        .map_err(|e| VerifyError::PayloadHash(PayloadError::Read(e)))?;
+    // The file read from first to last byte is the one that was opened.
+    let identity = FileIdentity::of(&opened.metadata);
+    let now = opened.file.metadata().map_err(|source| {
+        VerifyError::Structure(StructureError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    if FileIdentity::of(&now) != identity {
+        return Err(VerifyError::Structure(
+            StructureError::ChangedDuringVerification {
+                path: path.display().to_string(),
+            },
+        ));
+    }
     Ok(VerifiedBundle {
         path: path.to_path_buf(),
         sha256,
