@@ -39,7 +39,7 @@ use super::{
     bundle::{self, StructureError},
     cms::{self, CmsError},
     install::FileIdentity,
-    manifest::{self, BundleFormat, KeyFileError, Manifest, ManifestImage},
+    manifest::{self, BundleFormat, Manifest, ManifestImage},
     rauc::{self, RaucInfo},
     verity::{self, BLOCK_SIZE, TreeLayout},
     version::Version,
@@ -178,13 +178,7 @@ pub fn verify_bundle_with_progress(
         }
         other => VerifyError::Structure(other),
     })?;
-    let text = String::from_utf8(opened.content.manifest.clone()).map_err(|_| {
-        VerifyError::Manifest(KeyFileError::BadLine {
-            line: 0,
-            text: "the manifest is not UTF-8".into(),
-        })
-    })?;
-    let signed = Manifest::parse(&text).map_err(VerifyError::Manifest)?;
+    let signed = Manifest::parse_bytes(&opened.content.manifest).map_err(VerifyError::Manifest)?;
     // 2. signature
     progress(Progress::Checking(Check::Signature));
     let verified = rauc::info(
