@@ -148,9 +148,11 @@ impl Appliance {
             })
             .collect();
         std::fs::write(content.join("rootfs.img"), image).expect("image");
+        // A second image, as the appliance's bundles carry a UKI (and a hash tree) per slot.
+        std::fs::write(content.join("uki.efi"), b"MZ not really a UKI").expect("uki");
         std::fs::write(
             content.join("manifest.raucm"),
-            format!("[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n"),
+            format!("[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n\n[image.uki]\nfilename=uki.efi\n"),
         )
         .expect("manifest");
         let out = self.path(&format!("{name}.raucb"));
@@ -279,6 +281,11 @@ fn a_good_bundle_is_verified_and_reported() {
     );
     let image = std::fs::read(appliance.path("good.content/rootfs.img")).expect("image");
     assert_eq!(verified["images"][0]["slot_class"], "rootfs");
+    assert_eq!(verified["images"][1]["slot_class"], "uki");
+    assert_eq!(
+        verified["images"][1]["sha256"].as_str(),
+        Some(sha256_hex(b"MZ not really a UKI").as_str())
+    );
     assert_eq!(
         verified["images"][0]["sha256"].as_str(),
         Some(sha256_hex(&image).as_str())
@@ -310,6 +317,7 @@ fn a_good_bundle_is_verified_and_reported() {
         "CN=Estate release signer",
         root,
         "rootfs: rootfs.img",
+        "uki: uki.efi",
     ] {
         assert!(summary.contains(expected), "{expected:?} not in {summary}");
     }
