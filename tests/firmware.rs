@@ -56,6 +56,11 @@ fn a_good_bundle_is_verified_and_reported() {
     );
     let image = std::fs::read(appliance.path("good.content/rootfs.img")).expect("image");
     assert_eq!(verified["images"][0]["slot_class"], "rootfs");
+    assert_eq!(verified["images"][1]["slot_class"], "uki");
+    assert_eq!(
+        verified["images"][1]["sha256"].as_str(),
+        Some(sha256_hex(b"MZ not really a UKI").as_str())
+    );
     assert_eq!(
         verified["images"][0]["sha256"].as_str(),
         Some(sha256_hex(&image).as_str())
@@ -87,6 +92,7 @@ fn a_good_bundle_is_verified_and_reported() {
         "CN=Estate release signer",
         root,
         "rootfs: rootfs.img",
+        "uki: uki.efi",
     ] {
         assert!(summary.contains(expected), "{expected:?} not in {summary}");
     }
@@ -124,7 +130,7 @@ fn one_flipped_payload_byte_is_refused_by_the_payload_hash_though_rauc_info_acce
 }
 
 #[test]
-fn a_foreign_signer_or_a_tampered_signature_is_refused_by_the_signature_check() {
+fn a_foreign_signer_a_tampered_manifest_or_two_signers_are_refused_by_the_signature_check() {
     let appliance = Appliance::new();
     let foreign = appliance.bundle("foreign", COMPATIBLE, "0.3.0", "verity", "foreign-signer");
     appliance.assert_refused(
@@ -143,6 +149,47 @@ fn a_foreign_signer_or_a_tampered_signature_is_refused_by_the_signature_check() 
     let tampered = appliance.path("tampered.raucb");
     std::fs::write(&tampered, bytes).expect("write");
     appliance.assert_refused(&tampered, "signature", "signature verification failed");
+    // A second estate signer added to a good signature: rauc refuses several signers.
+    let good_bytes = std::fs::read(&good).expect("bundle");
+    let (payload, signature) = split_signature(&good_bytes);
+    std::fs::write(appliance.path("sig.der"), signature).expect("write");
+    run(
+        "openssl",
+        &[
+            "cms",
+            "-resign",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "sig.der",
+            "-signer",
+            "ca-second.pem",
+            "-inkey",
+            "ca-second.key",
+            "-outform",
+            "DER",
+            "-out",
+            "sig2.der",
+        ],
+        appliance.dir.path(),
+    );
+    let twice = appliance.path("twice.raucb");
+    let resigned = std::fs::read(appliance.path("sig2.der")).expect("sig2");
+    std::fs::write(
+        &twice,
+        [payload, &resigned, &(resigned.len() as u64).to_be_bytes()].concat(),
+    )
+    .expect("write");
+    appliance.assert_refused(&twice, "signature", "Unsupported number of signers: 2");
+}
+
+/// A bundle's bytes before its signature, and the signature.
+fn split_signature(bundle: &[u8]) -> (&[u8], &[u8]) {
+    let trailer: [u8; 8] = bundle[bundle.len() - 8..].try_into().expect("trailer");
+    let size = u64::from_be_bytes(trailer) as usize;
+    let start = bundle.len() - 8 - size;
+    (&bundle[..start], &bundle[start..bundle.len() - 8])
 }
 
 #[test]
@@ -300,7 +347,7 @@ fn the_verity_tree_matches_veritysetup_over_three_levels() {
         .to_string();
     let tree = std::fs::read(dir.path().join("hash.img")).expect("hash");
     let layout = bsfg::firmware::verity::TreeLayout::new(blocks).expect("layout");
-    assert_eq!(layout.levels.len(), 3);
+    assert_eq!(layout.levels().len(), 3);
     assert_eq!(layout.hash_blocks() * 4096, tree.len() as u64);
     let mut salt_bytes = [0u8; 32];
     hex::decode_to_slice(&salt, &mut salt_bytes).expect("salt");
@@ -327,4 +374,52 @@ fn the_verity_tree_matches_veritysetup_over_three_levels() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn the_library_entry_point_reports_each_check_in_order_and_the_hash_progress() {
+    use bsfg::firmware::verify::{Check, Progress, VerifyOptions, verify_bundle_with_progress};
+    let appliance = Appliance::new();
+    let bundle = appliance.good("good");
+    let options = VerifyOptions {
+        keyring: appliance.path("ca.pem"),
+        system_conf: appliance.path("system.conf"),
+        os_release: appliance.path("os-release"),
+        ..VerifyOptions::default()
+    };
+    let mut seen = Vec::new();
+    let verified = verify_bundle_with_progress(&bundle, &options, &mut |p| seen.push(p))
+        .expect("a good bundle verifies");
+    let checks: Vec<Check> = seen
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Checking(check) => Some(*check),
+            Progress::Hashed { .. } => None,
+        })
+        .collect();
+    use Check::*;
+    assert_eq!(
+        checks,
+        [
+            Structure,
+            Signature,
+            Signer,
+            Compatible,
+            VersionPolicy,
+            PayloadHash
+        ]
+    );
+    let payload = verified.verity.data_size + verified.verity.hash_tree_size;
+    assert_eq!(
+        seen.last(),
+        Some(&Progress::Hashed {
+            done: payload,
+            total: payload
+        })
+    );
+    // A refusal names its check as data, for the audit record.
+    let flipped = appliance.path("flipped.raucb");
+    flip_byte(&bundle, &flipped, 4096);
+    let refusal = bsfg::firmware::verify::verify_bundle(&flipped, &options).expect_err("refused");
+    assert_eq!(refusal.check(), Some(PayloadHash));
 }

@@ -3,7 +3,7 @@
 //! are only the arguments, the summary, `--json`, and the exit status.
 //!
 //! Exit status: 0 verified (for `install`: rauc's own status once it ran); 65 (EX_DATAERR) the
-//! bundle was refused; 78 (EX_CONFIG) this system cannot verify (keyring, system.conf,
+//! bundle was refused (or changed between verification and install); 78 (EX_CONFIG) this system cannot verify (keyring, system.conf,
 //! os-release unreadable); 69 (EX_UNAVAILABLE) rauc could not be run.
 
 use super::remote::{self, EXIT_USAGE, RemoteNode};
@@ -13,7 +13,7 @@ use crate::firmware::{
     host::Paths,
     rauc::OutputLine,
     report::Health,
-    verify::{self, VerifiedBundle, VerifyError, VerifyOptions},
+    verify::{self, InstallError, VerifiedBundle, VerifyError, VerifyOptions},
 };
 use clap::{Args, Subcommand};
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -331,6 +331,10 @@ fn install(bundle: &std::path::Path, system: &SystemArgs) -> ExitCode {
                 })
                 .unwrap_or(1);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Err(e @ InstallError::Changed { .. }) => {
+            eprintln!("bsfg firmware install: REFUSED: {e}");
+            ExitCode::from(EXIT_REFUSED)
         }
         Err(e) => {
             eprintln!("bsfg firmware install: {e}");

@@ -57,6 +57,8 @@ pub enum StructureError {
     PayloadNotBlockAligned(u64),
     #[error("{0}")]
     Signature(#[from] cms::CmsError),
+    #[error("{path} changed while it was being verified")]
+    ChangedDuringVerification { path: String },
 }
 
 /// Where the parts of a bundle lie, from its trailer; all sizes in bytes.
@@ -107,6 +109,8 @@ impl BundleLayout {
 #[derive(Debug)]
 pub struct OpenBundle {
     pub file: File,
+    /// The file's metadata when it was opened.
+    pub metadata: std::fs::Metadata,
     pub layout: BundleLayout,
     /// The DER CMS signature.
     pub signature: Vec<u8>,
@@ -144,6 +148,7 @@ pub fn open(path: &Path) -> Result<OpenBundle, StructureError> {
     let content = cms::parse_signed_content(&signature)?;
     Ok(OpenBundle {
         file,
+        metadata,
         layout,
         signature,
         trailer,

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyFileError {
+    #[error("not UTF-8 text")]
+    NotUtf8,
     #[error("line {line}: {text:?} is neither a [group], a key=value nor a comment")]
     BadLine { line: usize, text: String },
     #[error("line {line}: group [{group}] appears twice")]
@@ -173,6 +175,10 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Manifest, KeyFileError> {
+        Manifest::parse(std::str::from_utf8(bytes).map_err(|_| KeyFileError::NotUtf8)?)
+    }
+
     pub fn parse(text: &str) -> Result<Manifest, KeyFileError> {
         let file = KeyFile::parse(text)?;
         let format = match file.get("bundle", "format").unwrap_or("plain") {

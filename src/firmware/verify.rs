@@ -22,25 +22,32 @@
 //! The system's facts (keyring, compatible, running version) are read before the bundle; a
 //! system that cannot state them is a [`VerifyError::System`], not a refusal of the bundle.
 //!
-//! Limits: the file is checked for being the same (device, inode, size, change time) just
-//! before `rauc install` opens it ([`install_verified`]); a bundle directory writable by
-//! others could still race that last instant, so bundles belong in a directory only the node
-//! writes. RAUC itself then re-verifies signature and each block as it copies.
+//! The file must stay the same (device, inode, size, modification and change times) from
+//! opening to the last byte hashed, and again just before `rauc install` opens it
+//! (`install.rs`).
+//!
+//! Limits: a bundle directory writable by others could still race that last instant, so bundles
+//! belong in a directory only the node writes; RAUC then re-verifies signature and each block as
+//! it copies. Images with a variant (`[image.<class>.<variant>]`) are not supported: their
+//! names differ between the manifest and `rauc info`'s JSON, and such a bundle is refused.
 
+pub use super::install::install_verified;
+pub use super::refusal::{
+    Check, InstallError, PayloadError, SignerError, SystemError, VerifyError, VersionPolicyError,
+};
 use super::{
     bundle::{self, StructureError},
     cms::{self, CmsError},
-    manifest::{self, BundleFormat, KeyFileError, Manifest, ManifestImage},
-    rauc::{self, OutputLine, RaucError, RaucInfo},
-    verity::{self, BLOCK_SIZE, TreeLayout, VerityError},
-    version::{Version, VersionError},
+    install::FileIdentity,
+    manifest::{self, BundleFormat, Manifest, ManifestImage},
+    rauc::{self, RaucInfo},
+    verity::{self, BLOCK_SIZE, TreeLayout},
+    version::Version,
 };
 use sha2::{Digest, Sha256};
 use std::{
     io::{BufReader, Read, Seek, SeekFrom},
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::ExitStatus,
 };
 
 /// Where the appliance keeps what verification needs; each path can be overridden.
@@ -70,144 +77,6 @@ impl Default for VerifyOptions {
     }
 }
 
-/// The checks, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Check {
-    Structure,
-    Signature,
-    Signer,
-    Compatible,
-    VersionPolicy,
-    PayloadHash,
-}
-
-impl Check {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Check::Structure => "structure",
-            Check::Signature => "signature",
-            Check::Signer => "signer",
-            Check::Compatible => "compatible",
-            Check::VersionPolicy => "version-policy",
-            Check::PayloadHash => "payload-hash",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SystemError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Compatible { path: String, source: KeyFileError },
-    #[error("{path} has no IMAGE_VERSION=: the running firmware's version is unknown")]
-    NoRunningVersion { path: String },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignerError {
-    #[error("the signature has {0} signers; a bundle is signed by exactly one")]
-    NotOneSigner(usize),
-    #[error("the signer's certificate is not in the signature")]
-    CertificateMissing,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VersionPolicyError {
-    #[error("the bundle has no version")]
-    NoVersion,
-    #[error("the bundle's version {0}")]
-    BundleVersion(VersionError),
-    #[error("the running firmware's version {0}")]
-    RunningVersion(VersionError),
-    #[error(
-        "bundle version {bundle} is {relation} the running version {running}; only a greater version installs"
-    )]
-    NotNewer {
-        bundle: String,
-        running: String,
-        relation: &'static str,
-    },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PayloadError {
-    #[error("{0}")]
-    NotVerity(CmsError),
-    #[error(
-        "the signed manifest declares format={0:?}; this appliance accepts verity bundles only"
-    )]
-    FormatNotVerity(BundleFormat),
-    #[error(
-        "the signed verity-size ({signed} bytes) does not fit the {payload}-byte payload: a tree over {data_blocks} data blocks takes {expected} bytes"
-    )]
-    VeritySize {
-        signed: u64,
-        payload: u64,
-        data_blocks: u64,
-        expected: u64,
-    },
-    #[error("{0}")]
-    Verity(#[from] VerityError),
-    #[error("cannot read the payload: {0}")]
-    Read(std::io::Error),
-}
-
-/// Why a bundle was not verified: [`VerifyError::check`] names the check that refused it.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("this system cannot verify bundles: {0}")]
-    System(SystemError),
-    #[error("structure check failed: {0}")]
-    Structure(StructureError),
-    #[error("structure check failed: the signed manifest cannot be read: {0}")]
-    Manifest(KeyFileError),
-    #[error("signature check failed: {0}")]
-    Signature(RaucError),
-    #[error(
-        "signature check failed: the manifest rauc verified differs from the signed one read here ({0})"
-    )]
-    ManifestDiffers(&'static str),
-    #[error("signer check failed: {0}")]
-    Signer(SignerError),
-    #[error(
-        "compatible check failed: the bundle is for {bundle:?}, this system ({system_conf}) is {system:?}"
-    )]
-    Compatible {
-        bundle: String,
-        system: String,
-        system_conf: String,
-    },
-    #[error("version policy check failed: {0}")]
-    VersionPolicy(VersionPolicyError),
-    #[error("payload hash check failed: {0}")]
-    PayloadHash(PayloadError),
-}
-
-impl VerifyError {
-    /// The check that refused the bundle; `None` when the system itself is at fault (its
-    /// keyring, configuration or os-release unreadable, or rauc not runnable).
-    pub fn check(&self) -> Option<Check> {
-        Some(match self {
-            VerifyError::System(_)
-            | VerifyError::Signature(RaucError::Spawn { .. } | RaucError::Scratch { .. }) => {
-                return None;
-            }
-            VerifyError::Structure(_) | VerifyError::Manifest(_) => Check::Structure,
-            VerifyError::Signature(_) | VerifyError::ManifestDiffers(_) => Check::Signature,
-            VerifyError::Signer(_) => Check::Signer,
-            VerifyError::Compatible { .. } => Check::Compatible,
-            VerifyError::VersionPolicy(_) => Check::VersionPolicy,
-            VerifyError::PayloadHash(_) => Check::PayloadHash,
-        })
-    }
-}
-
 /// Who signed the bundle, from the certificate rauc verified the signature with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Signer {
@@ -225,28 +94,6 @@ pub struct VerityProof {
     pub salt: String,
     pub data_size: u64,
     pub hash_tree_size: u64,
-}
-
-/// Which file was verified: compared again before `rauc install` opens it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileIdentity {
-    device: u64,
-    inode: u64,
-    size: u64,
-    ctime: (i64, i64),
-    mtime: (i64, i64),
-}
-
-impl FileIdentity {
-    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
-        FileIdentity {
-            device: metadata.dev(),
-            inode: metadata.ino(),
-            size: metadata.len(),
-            ctime: (metadata.ctime(), metadata.ctime_nsec()),
-            mtime: (metadata.mtime(), metadata.mtime_nsec()),
-        }
-    }
 }
 
 /// A bundle that passed every check, with what was verified (for the operator and the audit
@@ -302,24 +149,38 @@ fn read_system(options: &VerifyOptions) -> Result<SystemFacts, SystemError> {
     })
 }
 
+/// What verification is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A check starts.
+    Checking(Check),
+    /// Payload bytes hashed so far (reported every 16 MiB and at the end), of the total.
+    Hashed { done: u64, total: u64 },
+}
+
 /// Verifies the bundle at `path`; see the module documentation for the checks and their order.
 pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBundle, VerifyError> {
+    verify_bundle_with_progress(path, options, &mut |_| {})
+}
+
+/// [`verify_bundle`], telling `progress` which check runs and how far the payload hash is.
+pub fn verify_bundle_with_progress(
+    path: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<VerifiedBundle, VerifyError> {
     let system = read_system(options).map_err(VerifyError::System)?;
     // 1. structure
+    progress(Progress::Checking(Check::Structure));
     let opened = bundle::open(path).map_err(|e| match e {
         StructureError::Signature(cms @ (CmsError::PlainFormat | CmsError::CryptFormat)) => {
             VerifyError::PayloadHash(PayloadError::NotVerity(cms))
         }
         other => VerifyError::Structure(other),
     })?;
-    let text = String::from_utf8(opened.content.manifest.clone()).map_err(|_| {
-        VerifyError::Manifest(KeyFileError::BadLine {
-            line: 0,
-            text: "the manifest is not UTF-8".into(),
-        })
-    })?;
-    let signed = Manifest::parse(&text).map_err(VerifyError::Manifest)?;
+    let signed = Manifest::parse_bytes(&opened.content.manifest).map_err(VerifyError::Manifest)?;
     // 2. signature
+    progress(Progress::Checking(Check::Signature));
     let verified = rauc::info(
         &options.rauc,
         &options.keyring,
@@ -331,8 +192,10 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
     .map_err(VerifyError::Signature)?;
     same_manifest(&verified, &signed).map_err(VerifyError::ManifestDiffers)?;
     // 3. signer
+    progress(Progress::Checking(Check::Signer));
     let signer = signer(&opened.content).map_err(VerifyError::Signer)?;
     // 4. compatible
+    progress(Progress::Checking(Check::Compatible));
     if signed.compatible != system.compatible {
         return Err(VerifyError::Compatible {
             bundle: signed.compatible,
@@ -341,15 +204,28 @@ pub fn verify_bundle(path: &Path, options: &VerifyOptions) -> Result<VerifiedBun
         });
     }
     // 5. version policy
+    progress(Progress::Checking(Check::VersionPolicy));
     let version = newer_version(signed.version.as_deref(), &system.running_version)
         .map_err(VerifyError::VersionPolicy)?;
     // 6. payload hash
-    let (verity, sha256) = prove_payload(&opened, &signed).map_err(VerifyError::PayloadHash)?;
-    let identity = opened
-        .file
-        .metadata()
-        .map(|m| FileIdentity::of(&m))
-        .map_err(|e| VerifyError::PayloadHash(PayloadError::Read(e)))?;
+    progress(Progress::Checking(Check::PayloadHash));
+    let (verity, sha256) =
+        prove_payload(&opened, &signed, progress).map_err(VerifyError::PayloadHash)?;
+    // The file read from first to last byte is the one that was opened.
+    let identity = FileIdentity::of(&opened.metadata);
+    let now = opened.file.metadata().map_err(|source| {
+        VerifyError::Structure(StructureError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+    })?;
+    if FileIdentity::of(&now) != identity {
+        return Err(VerifyError::Structure(
+            StructureError::ChangedDuringVerification {
+                path: path.display().to_string(),
+            },
+        ));
+    }
     Ok(VerifiedBundle {
         path: path.to_path_buf(),
         sha256,
@@ -448,6 +324,7 @@ fn newer_version(bundle: Option<&str>, running: &str) -> Result<Version, Version
 fn prove_payload(
     opened: &bundle::OpenBundle,
     signed: &Manifest,
+    progress: &mut dyn FnMut(Progress),
 ) -> Result<(VerityProof, String), PayloadError> {
     let metadata = match (signed.format, &signed.verity) {
         (BundleFormat::Verity, Some(metadata)) => metadata,
@@ -467,18 +344,30 @@ fn prove_payload(
     let layout = TreeLayout::new(data_size / BLOCK_SIZE)?;
     let expected = layout.hash_blocks() * BLOCK_SIZE;
     if expected != metadata.hash_tree_size {
-        return Err(size_error(layout.data_blocks, expected));
+        return Err(size_error(layout.data_blocks(), expected));
     }
     let mut file = &opened.file;
     file.seek(SeekFrom::Start(0)).map_err(PayloadError::Read)?;
     let mut reader = BufReader::with_capacity(1 << 20, file.take(payload));
     let mut whole_file = Sha256::new();
+    const REPORT_EVERY: u64 = 16 << 20;
+    let mut done = 0u64;
     verity::verify(
         &mut reader,
         &layout,
         &metadata.salt,
         &metadata.root_hash,
-        &mut |bytes| whole_file.update(bytes),
+        &mut |bytes| {
+            whole_file.update(bytes);
+            let before = done;
+            done += bytes.len() as u64;
+            if done == payload || done / REPORT_EVERY != before / REPORT_EVERY {
+                progress(Progress::Hashed {
+                    done,
+                    total: payload,
+                });
+            }
+        },
     )?;
     whole_file.update(&opened.signature);
     whole_file.update(opened.trailer);
@@ -491,37 +380,6 @@ fn prove_payload(
         },
         hex::encode(whole_file.finalize()),
     ))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    #[error("{path} changed after it was verified; verify it again")]
-    Changed { path: String },
-    #[error("cannot check {path} before installing: {source}")]
-    Stat {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Rauc(#[from] RaucError),
-}
-
-/// Hands a verified bundle to `rauc install`, unless the file changed since it was verified;
-/// each output line goes to `on_line`. Returns rauc's exit status.
-pub fn install_verified(
-    verified: &VerifiedBundle,
-    rauc: &Path,
-    on_line: &mut dyn FnMut(OutputLine),
-) -> Result<ExitStatus, InstallError> {
-    let path = verified.path.display().to_string();
-    let now = std::fs::metadata(&verified.path).map_err(|source| InstallError::Stat {
-        path: path.clone(),
-        source,
-    })?;
-    if FileIdentity::of(&now) != verified.identity {
-        return Err(InstallError::Changed { path });
-    }
-    Ok(rauc::install(rauc, &verified.path, on_line)?)
 }
 
 #[cfg(test)]

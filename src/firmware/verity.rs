@@ -47,9 +47,9 @@ pub enum VerityError {
 /// Where each level of the tree lives, in blocks from the start of the bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeLayout {
-    pub data_blocks: u64,
+    data_blocks: u64,
     /// `(first block, number of blocks)` per level; index 0 hashes the data.
-    pub levels: Vec<(u64, u64)>,
+    levels: Vec<(u64, u64)>,
 }
 
 impl TreeLayout {
@@ -84,6 +84,15 @@ impl TreeLayout {
             data_blocks,
             levels,
         })
+    }
+
+    pub fn data_blocks(&self) -> u64 {
+        self.data_blocks
+    }
+
+    /// `(first block, number of blocks)` per level, level 0 (hashing the data) first.
+    pub fn levels(&self) -> &[(u64, u64)] {
+        &self.levels
     }
 
     /// Blocks the stored tree occupies after the data.
@@ -130,7 +139,14 @@ pub fn verify(
         offset += BLOCK_SIZE;
         Ok::<(), VerityError>(())
     };
-    let mut data_digests = Vec::with_capacity(usize::try_from(layout.data_blocks).unwrap_or(0));
+    let too_large = || VerityError::TooLarge(layout.data_blocks);
+    let stored_size = layout
+        .hash_blocks()
+        .checked_mul(BLOCK_SIZE)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(too_large)?;
+    let mut data_digests =
+        Vec::with_capacity(usize::try_from(layout.data_blocks).map_err(|_| too_large())?);
     for _ in 0..layout.data_blocks {
         read_block(payload, &mut block)?;
         data_digests.push(salted(salt, &block));
@@ -150,7 +166,7 @@ pub fn verify(
         None => data_digests.first().copied().ok_or(VerityError::NoData)?,
     };
     // The stored tree, top level first.
-    let mut stored = vec![0u8; usize::try_from(layout.hash_blocks() * BLOCK_SIZE).unwrap_or(0)];
+    let mut stored = vec![0u8; stored_size];
     for chunk in stored.chunks_mut(BLOCK_SIZE as usize) {
         read_block(payload, chunk)?;
     }

@@ -25,6 +25,45 @@ pub fn run(program: &str, args: &[&str], dir: &Path) -> std::process::Output {
     output
 }
 
+/// `NAME.key` and `NAME.pem` in `dir`: self-signed, or issued by `issuer` (CA, serial), with the
+/// extensions of section `extensions` of `ext.cnf`.
+pub fn issue(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    issuer: Option<(&str, &str)>,
+    extensions: &str,
+) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
+    let ec = [
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+    ];
+    run("openssl", &[&ec[..], &[key.as_str()]].concat(), dir);
+    run(
+        "openssl",
+        &["req", "-new", "-key", &key, "-subj", subject, "-out", &csr],
+        dir,
+    );
+    let mut x509 = vec!["x509", "-req", "-in", &csr, "-days", "30", "-out", &pem];
+    x509.extend(["-extfile", "ext.cnf", "-extensions", extensions]);
+    let (ca, serial) = issuer.unwrap_or_default();
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    match issuer {
+        Some(_) => x509.extend(["-CA", &ca_pem, "-CAkey", &ca_key, "-set_serial", serial]),
+        None => x509.extend(["-signkey", &key]),
+    }
+    run("openssl", &x509, dir);
+}
+
 /// An estate's update PKI, a foreign one, the system's files, in a temporary directory.
 pub struct Appliance {
     pub dir: tempfile::TempDir,
@@ -40,100 +79,36 @@ impl Appliance {
              [signer]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
         )
         .expect("write ext.cnf");
-        for (ca, signer, org) in [
-            ("ca", "signer", "Estate"),
-            ("foreign-ca", "foreign-signer", "Foreign"),
-        ] {
-            let key = |name: &str| {
-                run(
-                    "openssl",
-                    &[
-                        "genpkey",
-                        "-algorithm",
-                        "EC",
-                        "-pkeyopt",
-                        "ec_paramgen_curve:P-256",
-                        "-out",
-                        &format!("{name}.key"),
-                    ],
-                    path,
-                );
-            };
-            key(ca);
-            key(signer);
-            run(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    &format!("{ca}.key"),
-                    "-subj",
-                    &format!("/O={org}/CN={org} update CA"),
-                    "-out",
-                    &format!("{ca}.csr"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{ca}.csr"),
-                    "-signkey",
-                    &format!("{ca}.key"),
-                    "-days",
-                    "30",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "ca",
-                    "-out",
-                    &format!("{ca}.pem"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "req",
-                    "-new",
-                    "-key",
-                    &format!("{signer}.key"),
-                    "-subj",
-                    &format!("/O={org}/CN={org} release signer"),
-                    "-out",
-                    &format!("{signer}.csr"),
-                ],
-                path,
-            );
-            run(
-                "openssl",
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &format!("{signer}.csr"),
-                    "-CA",
-                    &format!("{ca}.pem"),
-                    "-CAkey",
-                    &format!("{ca}.key"),
-                    "-set_serial",
-                    "4242",
-                    "-days",
-                    "30",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "signer",
-                    "-out",
-                    &format!("{signer}.pem"),
-                ],
-                path,
-            );
-        }
+        // Self-signed CAs, then signers issued by them (serials fixed, keys EC P-256).
+        issue(path, "ca", "/O=Estate/CN=Estate update CA", None, "ca");
+        issue(
+            path,
+            "signer",
+            "/O=Estate/CN=Estate release signer",
+            Some(("ca", "4242")),
+            "signer",
+        );
+        issue(
+            path,
+            "ca-second",
+            "/O=Estate/CN=Estate second signer",
+            Some(("ca", "4343")),
+            "signer",
+        );
+        issue(
+            path,
+            "foreign-ca",
+            "/O=Foreign/CN=Foreign update CA",
+            None,
+            "ca",
+        );
+        issue(
+            path,
+            "foreign-signer",
+            "/O=Foreign/CN=Foreign release signer",
+            Some(("foreign-ca", "4242")),
+            "signer",
+        );
         std::fs::write(
             path.join("system.conf"),
             format!("[system]\ncompatible={COMPATIBLE}\nbootloader=noop\n"),
@@ -172,9 +147,11 @@ impl Appliance {
             })
             .collect();
         std::fs::write(content.join("rootfs.img"), image).expect("image");
+        // A second image, as the appliance's bundles carry a UKI (and a hash tree) per slot.
+        std::fs::write(content.join("uki.efi"), b"MZ not really a UKI").expect("uki");
         std::fs::write(
             content.join("manifest.raucm"),
-            format!("[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n"),
+            format!("[update]\ncompatible={compatible}\nversion={version}\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n\n[image.uki]\nfilename=uki.efi\n"),
         )
         .expect("manifest");
         let out = self.path(&format!("{name}.raucb"));
