@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::BootBackend { esp, action } => cli::boot_backend::run(&esp, &action),
     }
 }
 

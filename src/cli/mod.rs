@@ -1,5 +1,6 @@
-//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`.
+//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`, `boot-backend`.
 
+pub mod boot_backend;
 pub mod dev_pki;
 pub mod skip_gap;
 pub mod status;
@@ -81,5 +82,14 @@ pub enum Command {
         /// Validity in days.
         #[arg(long, default_value = "365")]
         days: i64,
+    },
+    /// RAUC's custom boot back end over systemd-boot's boot-counted UKIs on the ESP (run by RAUC
+    /// and the bundle's install hook on the appliance).
+    BootBackend {
+        /// The mounted EFI system partition.
+        #[arg(long, value_name = "DIR", default_value = "/efi", global = true)]
+        esp: PathBuf,
+        #[command(subcommand)]
+        action: boot_backend::BootAction,
     },
 }
