@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# `make bundle`: a signed RAUC bundle (format=verity) from a built image, for the appliance's A/B
+# upgrade: out/bsfg-appliance-<version>-x86_64[-debug].raucb and a .raucb.json beside it.
+#   manifest  [update] compatible=bsfg-appliance-x86_64, version=<VERSION>, build=<image build id>
+#   rootfs    root.img         the erofs root          -> root-a|root-b (raw)
+#   verity    root-verity.img  its dm-verity hash tree -> root-a-verity|root-b-verity (raw)
+#   uki       uki.tar          uki-a.efi + uki-b.efi (the same kernel, initrd and root hash; the
+#                              command line names the slot), installed by the bundle hook:
+#   hook.sh   slot-install for class uki: extracts uki-$RAUC_SLOT_BOOTNAME.efi and runs
+#             `bsfg boot-backend install-uki <slot> FILE` (-> EFI/Linux/bsfg-<slot>+3.efi)
+# Inputs: the image's <base>.parts/ and .manifest.json (image/build.sh; `make bundle` builds the
+# image first). Variables: VERSION, DEBUG=1 (the DEBUG image's UKIs: serial console and shell),
+# SIGNING_CERT / SIGNING_KEY (file or PKCS#11 URI, for rauc --cert/--key; default: the
+# DEVELOPMENT signing key in image/dev-update-pki/), UPDATE_KEYRING (the CA the bundle is checked
+# against afterwards; default the development CA), BUNDLE_EXTRA_CMDLINE (appended to both UKIs'
+# command lines, e.g. systemd.mask=bsfg.service for a test firmware that cannot become healthy;
+# the default output name then ends in -extra-cmdline), BUNDLE=path (the output file).
+# The squashfs payload is made deterministically (fixed times, root owner, no xattrs), so the same
+# inputs give the same payload and the same verity hash in the manifest (`rauc info`); the CMS
+# signature carries its signing time, so the signed .raucb file itself differs between runs.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+DEBUG=${DEBUG:-0}
+BUNDLE_EXTRA_CMDLINE=${BUNDLE_EXTRA_CMDLINE:-}
+SIGNING_CERT=${SIGNING_CERT:-$DEV_UPDATE_PKI/signing.pem}
+SIGNING_KEY=${SIGNING_KEY:-$DEV_UPDATE_PKI/signing.key}
+KEYRING=${UPDATE_KEYRING:-$DEV_UPDATE_PKI/ca.pem}
+
+suffix=
+if [ "$DEBUG" = 1 ]; then suffix=debug; fi
+BASE=$(image_base "$suffix")
+PARTS=$BASE.parts
+MANIFEST=$BASE.manifest.json
+if [ ! -d "$PARTS" ] || [ ! -f "$MANIFEST" ]; then
+    die "no $PARTS: build the image first (make image VERSION=$VERSION DEBUG=$DEBUG)"
+fi
+for tool in rauc mksquashfs; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run image/setup.sh"
+done
+for f in "$SIGNING_CERT" "$SIGNING_KEY"; do
+    case $f in pkcs11:*) ;; *) [ -f "$f" ] || die "no signing certificate or key at $f" ;; esac
+done
+[ "$(jq -r .version "$MANIFEST")" = "$VERSION" ] || die "$MANIFEST is not version $VERSION"
+BUILD_ID=$(jq -r .build_id "$MANIFEST")
+ROOTHASH=$(jq -r .root.root_hash "$MANIFEST")
+image_keyring=$(jq -r .update_keyring.sha256 "$MANIFEST")
+if [ "$image_keyring" != "$(sha256sum "$KEYRING" | cut -d' ' -f1)" ]; then
+    die "the image trusts another update keyring (sha256 $image_keyring) than $KEYRING: set UPDATE_KEYRING= as for make image"
+fi
+name=bsfg-appliance-$VERSION-$ARCH${suffix:+-$suffix}
+if [ -n "$BUNDLE_EXTRA_CMDLINE" ]; then name=$name-extra-cmdline; fi
+BUNDLE=${BUNDLE:-$OUT/$name.raucb}
+
+step "RAUC bundle $(basename "$BUNDLE") (version $VERSION, build ${BUILD_ID:0:16}, root hash ${ROOTHASH:0:16}...)"
+mkdir -p "$OUT"
+WORK=$(mktemp -d "$OUT/.bundle.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+C=$WORK/content
+mkdir -p "$C" "$WORK/uki"
+
+# The UKIs: the image's, or rebuilt with the extra command line.
+for slot in a b; do
+    if [ -n "$BUNDLE_EXTRA_CMDLINE" ]; then
+        printf '%s %s' "$(cat "$PARTS/cmdline-$slot")" "$BUNDLE_EXTRA_CMDLINE" >"$WORK/cmdline-$slot"
+        make_uki "$WORK/uki/uki-$slot.efi" "$PARTS/os-release-$slot" "$WORK/cmdline-$slot" \
+            "$PARTS/vmlinuz" "$PARTS/initrd.img"
+    else
+        cp "$PARTS/uki-$slot.efi" "$WORK/uki/uki-$slot.efi"
+        cp "$PARTS/cmdline-$slot" "$WORK/cmdline-$slot"
+    fi
+    say "uki-$slot.efi: $(cat "$WORK/cmdline-$slot")"
+done
+find "$WORK/uki" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+chmod 0644 "$WORK"/uki/*.efi
+tar --create --file "$C/uki.tar" --directory "$WORK/uki" --sort=name --format=gnu \
+    --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner uki-a.efi uki-b.efi
+ln -f "$PARTS/root.img" "$C/root.img" 2>/dev/null || cp "$PARTS/root.img" "$C/root.img"
+cp "$PARTS/root.verity" "$C/root-verity.img"
+install -m 0755 "$IMAGE_DIR/bundle-hook.sh" "$C/hook.sh"
+cat >"$C/manifest.raucm" <<MANIFEST_EOF
+[update]
+compatible=$RAUC_COMPATIBLE
+version=$VERSION
+build=$BUILD_ID
+description=BSFG appliance firmware $VERSION${suffix:+ ($suffix)}${BUNDLE_EXTRA_CMDLINE:+ + $BUNDLE_EXTRA_CMDLINE}
+
+[bundle]
+format=verity
+
+[hooks]
+filename=hook.sh
+
+[image.rootfs]
+filename=root.img
+
+[image.verity]
+filename=root-verity.img
+
+[image.uki]
+filename=uki.tar
+hooks=install
+MANIFEST_EOF
+chmod 0644 "$C/root.img" "$C/root-verity.img" "$C/uki.tar" "$C/manifest.raucm"
+
+step "rauc bundle (signing with $(basename "$SIGNING_CERT"))"
+rm -f "$BUNDLE" "$BUNDLE.tmp"
+rauc bundle --cert="$SIGNING_CERT" --key="$SIGNING_KEY" \
+    --mksquashfs-args="-all-time $SOURCE_DATE_EPOCH -mkfs-time $SOURCE_DATE_EPOCH -no-xattrs" \
+    "$C" "$BUNDLE.tmp" >"$WORK/rauc.log" 2>&1 || { cat "$WORK/rauc.log" >&2; die "rauc bundle failed"; }
+rauc info --keyring="$KEYRING" --output-format=json "$BUNDLE.tmp" >"$WORK/info.json" 2>"$WORK/info.log" ||
+    { cat "$WORK/info.log" >&2; die "the new bundle does not verify against $KEYRING"; }
+mv "$BUNDLE.tmp" "$BUNDLE"
+
+jq -n --arg file "$(basename "$BUNDLE")" --arg sha "$(sha256sum "$BUNDLE" | cut -d' ' -f1)" \
+    --arg version "$VERSION" --arg build "$BUILD_ID" --arg compatible "$RAUC_COMPATIBLE" \
+    --arg roothash "$ROOTHASH" --arg extra "$BUNDLE_EXTRA_CMDLINE" --argjson debug "$DEBUG" \
+    --arg image "$(basename "$BASE").img" \
+    --arg signer "$(case $SIGNING_CERT in pkcs11:*) echo "$SIGNING_CERT" ;; *) openssl x509 -in "$SIGNING_CERT" -noout -subject | sed 's/^subject=//' ;; esac)" \
+    --arg cmdline_a "$(cat "$WORK/cmdline-a")" --arg cmdline_b "$(cat "$WORK/cmdline-b")" \
+    --slurpfile info "$WORK/info.json" \
+    '{file: $file, sha256: $sha, compatible: $compatible, version: $version, build: $build,
+      from_image: $image, debug: ($debug == 1), root_hash: $roothash, signer: $signer,
+      extra_cmdline: (if $extra == "" then null else $extra end),
+      cmdline: {a: $cmdline_a, b: $cmdline_b},
+      rauc_info: $info[0]}' >"$BUNDLE.json"
+step "done: $BUNDLE"
+say "$(du -h "$BUNDLE" | cut -f1), sha256 $(jq -r .sha256 "$BUNDLE.json")"
+say "verity payload hash $(jq -r '.rauc_info.bundle.verity_hash // .rauc_info.verity_hash // "?"' "$BUNDLE.json") (rauc info; the same for the same inputs)"
+case $SIGNING_KEY in
+"$DEV_UPDATE_PKI"/*) printf '\033[1;31m%s\033[0m\n' "WARNING: signed with the DEVELOPMENT key (image/dev-update-pki): for development and test appliances only" >&2 ;;
+esac
