@@ -16,8 +16,10 @@
 # command lines, e.g. systemd.mask=bsfg.service for a test firmware that cannot become healthy;
 # the default output name then ends in -extra-cmdline), BUNDLE=path (the output file).
 # The squashfs payload is made deterministically (fixed times, root owner, no xattrs), so the same
-# inputs give the same payload and the same verity hash in the manifest (`rauc info`); the CMS
-# signature carries its signing time, so the signed .raucb file itself differs between runs.
+# inputs give the same squashfs and the same image checksums in the signed manifest (`rauc info`,
+# .raucb.json payload_sha256). Not the same: the verity salt (RAUC 1.8 draws it at random, so the
+# verity hash and the appended hash tree differ) and the CMS signature (it carries its signing
+# time), so the .raucb file itself differs between runs.
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -110,8 +112,20 @@ rm -f "$BUNDLE" "$BUNDLE.tmp"
 rauc bundle --cert="$SIGNING_CERT" --key="$SIGNING_KEY" \
     --mksquashfs-args="-all-time $SOURCE_DATE_EPOCH -mkfs-time $SOURCE_DATE_EPOCH -no-xattrs" \
     "$C" "$BUNDLE.tmp" >"$WORK/rauc.log" 2>&1 || { cat "$WORK/rauc.log" >&2; die "rauc bundle failed"; }
-rauc info --keyring="$KEYRING" --output-format=json "$BUNDLE.tmp" >"$WORK/info.json" 2>"$WORK/info.log" ||
-    { cat "$WORK/info.log" >&2; die "the new bundle does not verify against $KEYRING"; }
+# Checked as the appliance checks it: its keyring and check-purpose=codesign
+# (image/rootfs/etc/rauc/system.conf).
+cat >"$WORK/check.conf" <<CONF_EOF
+[system]
+compatible=$RAUC_COMPATIBLE
+bootloader=noop
+[keyring]
+path=$KEYRING
+check-purpose=codesign
+CONF_EOF
+rauc --conf="$WORK/check.conf" info --output-format=json "$BUNDLE.tmp" >"$WORK/info.json" 2>"$WORK/info.log" ||
+    { cat "$WORK/info.log" >&2; die "the new bundle does not verify against $KEYRING (check-purpose=codesign)"; }
+rauc --conf="$WORK/check.conf" info "$BUNDLE.tmp" 2>/dev/null >"$WORK/info.txt"
+verity_of() { sed -n "s/^ *Verity $1:[[:space:]]*'\{0,1\}\([0-9a-f]*\)'\{0,1\}.*/\1/p" "$WORK/info.txt"; }
 mv "$BUNDLE.tmp" "$BUNDLE"
 
 jq -n --arg file "$(basename "$BUNDLE")" --arg sha "$(sha256sum "$BUNDLE" | cut -d' ' -f1)" \
@@ -120,15 +134,18 @@ jq -n --arg file "$(basename "$BUNDLE")" --arg sha "$(sha256sum "$BUNDLE" | cut 
     --arg image "$(basename "$BASE").img" \
     --arg signer "$(case $SIGNING_CERT in pkcs11:*) echo "$SIGNING_CERT" ;; *) openssl x509 -in "$SIGNING_CERT" -noout -subject | sed 's/^subject=//' ;; esac)" \
     --arg cmdline_a "$(cat "$WORK/cmdline-a")" --arg cmdline_b "$(cat "$WORK/cmdline-b")" \
-    --slurpfile info "$WORK/info.json" \
+    --slurpfile info "$WORK/info.json" --arg vhash "$(verity_of Hash)" --arg vsalt "$(verity_of Salt)" \
     '{file: $file, sha256: $sha, compatible: $compatible, version: $version, build: $build,
       from_image: $image, debug: ($debug == 1), root_hash: $roothash, signer: $signer,
       extra_cmdline: (if $extra == "" then null else $extra end),
       cmdline: {a: $cmdline_a, b: $cmdline_b},
+      payload_sha256: ([$info[0].images[] | to_entries[] | {(.key): .value.checksum}] | add),
+      verity: {hash: $vhash, salt: $vsalt},
       rauc_info: $info[0]}' >"$BUNDLE.json"
 step "done: $BUNDLE"
 say "$(du -h "$BUNDLE" | cut -f1), sha256 $(jq -r .sha256 "$BUNDLE.json")"
-say "verity payload hash $(jq -r '.rauc_info.bundle.verity_hash // .rauc_info.verity_hash // "?"' "$BUNDLE.json") (rauc info; the same for the same inputs)"
+say "images: $(jq -r '.payload_sha256 | to_entries | map("\(.key) \(.value[0:16])…") | join(", ")' "$BUNDLE.json") (the same for the same inputs)"
+say "verity hash $(jq -r .verity.hash "$BUNDLE.json") (salt drawn at random by RAUC 1.8: differs per run)"
 case $SIGNING_KEY in
 "$DEV_UPDATE_PKI"/*) printf '\033[1;31m%s\033[0m\n' "WARNING: signed with the DEVELOPMENT key (image/dev-update-pki): for development and test appliances only" >&2 ;;
 esac

@@ -112,8 +112,11 @@ shell() {
     }
     guest 'kill -s RTMIN+21 1; dmesg -n 1' >/dev/null
 }
-# efi_entries: the UKI files on the ESP, space-separated.
-efi_entries() { guest 'ls /efi/EFI/Linux/ | paste -sd" "' | tr -d '\r\n'; }
+# efi_entries: the UKI files on the ESP, space-separated (after systemd-bless-boot, if it runs).
+efi_entries() {
+    guest 'for i in $(seq 20); do systemctl -q is-active systemd-bless-boot.service && break; sleep 1; done; ls /efi/EFI/Linux/ | paste -sd" "' 60 |
+        tr -d '\r\n'
+}
 powerdown() {
     guest 'systemctl poweroff' 5 >/dev/null || true
     qemu_wait_exit 120 || true
@@ -182,7 +185,7 @@ say "$line ($(since_boot) s)"
 shell
 upgraded() {
     local out
-    out=$(guest 'sed -n "s/^IMAGE_VERSION=//p" /usr/lib/os-release; systemctl is-active systemd-bless-boot.service; ls /efi/EFI/Linux/ | paste -sd" "')
+    out=$(guest 'sed -n "s/^IMAGE_VERSION=//p" /usr/lib/os-release; for i in $(seq 20); do systemctl -q is-active systemd-bless-boot.service && break; sleep 1; done; ls /efi/EFI/Linux/ | paste -sd" "' 60)
     indent <<<"$out"
     [ "$(booted_slot)" = b ] && grep -q 'on_trial=1 verdict=good' <<<"$line" &&
         grep -qx "$GOOD_VERSION" <<<"$out" && grep -qx 'bsfg-a.efi bsfg-b.efi' <<<"$out"
