@@ -35,12 +35,7 @@ pub fn run(esp: &Path, action: &BootAction) -> ExitCode {
     let result = match action {
         BootAction::GetPrimary => entries.primary().map(Some),
         BootAction::SetPrimary { slot } => entries.set_primary(slot).map(|()| None),
-        BootAction::GetState { slot } => entries.state(slot).map(|s| {
-            Some(match s {
-                SlotState::Good => "good".to_string(),
-                SlotState::Bad => "bad".to_string(),
-            })
-        }),
+        BootAction::GetState { slot } => entries.state(slot).map(|s| Some(s.to_string())),
         BootAction::SetState { slot, state } => {
             let state = match state {
                 StateArg::Good => SlotState::Good,

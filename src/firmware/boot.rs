@@ -68,6 +68,16 @@ pub enum SlotState {
     Bad,
 }
 
+impl std::fmt::Display for SlotState {
+    /// `good` or `bad`: the words of RAUC's custom back-end protocol.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SlotState::Good => "good",
+            SlotState::Bad => "bad",
+        })
+    }
+}
+
 /// systemd-boot's entries on one ESP.
 pub struct BootEntries {
     dir: PathBuf,
@@ -168,7 +178,7 @@ impl BootEntries {
             _ => SlotState::Bad,
         };
         log(&format!(
-            "get-state {slot}: {state:?} ({})",
+            "get-state {slot}: {state} ({})",
             describe(&entries)
         ));
         Ok(state)
@@ -195,7 +205,7 @@ impl BootEntries {
         };
         let renamed = entry_file_name(slot, counter);
         self.rename(&file, &renamed)?;
-        log(&format!("set-state {slot} {state:?}: {file} -> {renamed}"));
+        log(&format!("set-state {slot} {state}: {file} -> {renamed}"));
         Ok(())
     }
 
