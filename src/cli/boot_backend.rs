@@ -58,3 +58,31 @@ pub fn run(esp: &Path, action: &BootAction) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Option<(std::path::PathBuf, super::BootAction)> {
+        match Cli::try_parse_from(args).ok()?.command {
+            Command::BootBackend { esp, action } => Some((esp, action)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn parses_rauc_s_calls_with_the_default_esp() {
+        let (esp, action) =
+            parse(&["bsfg", "boot-backend", "set-state", "b", "bad"]).expect("set-state");
+        assert_eq!(esp, std::path::PathBuf::from("/efi"));
+        assert!(
+            matches!(action, super::BootAction::SetState { ref slot, state: super::StateArg::Bad } if slot == "b")
+        );
+        let (esp, _) = parse(&["bsfg", "boot-backend", "get-primary", "--esp", "/tmp/esp"])
+            .expect("get-primary");
+        assert_eq!(esp, std::path::PathBuf::from("/tmp/esp"));
+        assert!(parse(&["bsfg", "boot-backend", "set-state", "b", "maybe"]).is_none());
+        assert!(parse(&["bsfg", "boot-backend", "install-uki", "b"]).is_none());
+    }
+}
