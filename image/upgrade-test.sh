@@ -210,12 +210,15 @@ done
 say "slots booted before the cuts: ${cut_slots[*]}"
 step "boot 6: after the power cuts"
 boot 6-after-cuts
+line=$(verdict 300)
+say "$line ($(since_boot) s)"
 shell
 after_cuts() {
     local names
     names=$(efi_entries)
     say "slot $(booted_slot); EFI/Linux: $names"
-    [ "${cut_slots[*]}" = "b b b" ] && [ "$(booted_slot)" = b ] && [ "$names" = 'bsfg-a.efi bsfg-b.efi' ]
+    [ "${cut_slots[*]}" = "b b b" ] && [ "$(booted_slot)" = b ] && grep -q 'counted=0 on_trial=0 verdict=good' <<<"$line" &&
+        [ "$names" = 'bsfg-a.efi bsfg-b.efi' ]
 }
 check "three power cuts after the blessing: still slot b, still blessed" after_cuts
 
