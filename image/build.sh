@@ -145,7 +145,8 @@ IMG=$BASE.img
 BUILD_ID=$({
     printf '%s\n' "$STAMP" "$DEBUG" "$ESP_MIB" "$ROOT_MIB" "$VERITY_MIB" "$DATA_MIB"
     if [ -n "$ZONE_DIR" ]; then (cd "$ZONE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum); fi
-    sha256sum "$IMAGE_DIR/provision.sh" "$ROOT/hardening/nats-server.conf"
+    # lib.sh: the UKIs' command lines and make_uki.
+    sha256sum "$IMAGE_DIR/provision.sh" "$IMAGE_DIR/lib.sh" "$ROOT/hardening/nats-server.conf"
 } | sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] &&
     [ "$(jq -r .build_id "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
