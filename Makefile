@@ -20,7 +20,7 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle upgrade-test clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -36,6 +36,11 @@ help:
 	@echo "make image      (root) the appliance firmware: out/bsfg-appliance-<version>-x86_64.img, .bmap,"
 	@echo "                .manifest.json (ZONE_DIR=dir: provisioned; DEBUG=1: serial console); image/README.md"
 	@echo "make image-test (root) the image under QEMU: provisioning, sandbox, facts across it, ports, tampering"
+	@echo "make bundle     (root) the image, then a signed RAUC bundle (verity) of it for A/B upgrades:"
+	@echo "                out/bsfg-appliance-<version>-x86_64.raucb (VERSION=, DEBUG=1, SIGNING_CERT=/SIGNING_KEY=,"
+	@echo "                BUNDLE_EXTRA_CMDLINE=; image/README.md, \"Upgrades\")"
+	@echo "make upgrade-test (root) A/B upgrade under QEMU: a good bundle is installed and blessed, power cuts"
+	@echo "                keep it, a bundle that cannot become healthy rolls back by itself"
 	@echo "make bench      setup, build, scripts/bench.sh"
 	@echo "make clean      cargo clean and remove the generated client code"
 	@echo "make distclean  clean, and remove .tools/ and node_modules/ too"
@@ -73,6 +78,13 @@ image: setup
 
 image-test: image
 	@cd $(ROOT) && image/test.sh
+
+bundle: image
+	@cd $(ROOT) && DEBUG="$(DEBUG)" image/bundle.sh
+
+# Builds what it needs itself (the DEBUG image and two higher-version bundles, in out/upgrade-test/).
+upgrade-test: setup
+	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/upgrade-test.sh
 
 bench: setup build
 	@cd $(ROOT) && scripts/bench.sh

@@ -13,7 +13,11 @@
 # file; all laid out with sfdisk and written with dd (no loop devices).
 # Variables: ZONE_DIR=dir (provision at build time; see image/provision.sh), DEBUG=1 (serial
 # console, debug shell), ROOTFS_TYPE=erofs|squashfs, SOURCE_DATE_EPOCH (default: fixed in
-# image/lib.sh), MIRROR, OUT, REBUILD_ROOT=1 (ignore the cached root), BSFG_BIN, NATS_BIN.
+# image/lib.sh), MIRROR, OUT, REBUILD_ROOT=1 (ignore the cached root), BSFG_BIN, NATS_BIN,
+# UPDATE_KEYRING=ca.pem (the update CA RAUC checks bundles against; default: the DEVELOPMENT CA in
+# image/dev-update-pki/, with a loud warning).
+# Besides the image: <image base>.parts/ holds what image/bundle.sh puts into a RAUC bundle (root,
+# hash tree, both slots' UKIs, their command lines and os-release, kernel and initrd).
 # The root stage is cached in out/build/ under a hash of all its inputs: a second `make image`
 # with the same inputs only reassembles the disk (~10 s). Reproducible: see check-reproducible.sh.
 set -euo pipefail
@@ -33,7 +37,7 @@ export SOURCE_DATE_EPOCH
 # The packages of the root, on top of minbase. usr-is-merged (not usrmerge, which pulls perl).
 # netbase: /etc/protocols and /etc/services, which nft needs to read hardening/nftables.conf.
 ROOT_PACKAGES="usr-is-merged systemd systemd-sysv systemd-boot systemd-timesyncd udev dbus kmod
-  netbase iproute2 nftables rauc"
+  netbase iproute2 nftables rauc rauc-service"
 # Removed from the finished root (after their maintainer scripts ran): the package manager and
 # the interpreters only it needed.
 REMOVE_PACKAGES="apt libapt-pkg6.0 dpkg debconf debian-archive-keyring gpgv adduser usrmerge perl
@@ -64,6 +68,25 @@ case $ROOTFS_TYPE in erofs | squashfs) ;; *) die "ROOTFS_TYPE must be erofs or s
 [ -x "$BSFG_BIN" ] || die "no static bsfg at $BSFG_BIN: run 'make static'"
 file -L "$BSFG_BIN" | grep -q 'static' || die "$BSFG_BIN is not statically linked: use 'make static'"
 [ -x "$NATS_BIN" ] || die "no nats-server at $NATS_BIN: run 'make setup'"
+# The update keyring: the CA whose signatures RAUC accepts on bundles (/etc/rauc/keyring.pem).
+UPDATE_KEYRING=${UPDATE_KEYRING:-}
+if [ -n "$UPDATE_KEYRING" ]; then
+    KEYRING=$UPDATE_KEYRING
+    KEYRING_SOURCE="file"
+else
+    KEYRING=$DEV_UPDATE_PKI/ca.pem
+    KEYRING_SOURCE=development
+fi
+[ -f "$KEYRING" ] || die "no update keyring at $KEYRING"
+openssl x509 -in "$KEYRING" -noout 2>/dev/null || die "$KEYRING is not a PEM certificate"
+dev_keyring_warning() {
+    if [ "$KEYRING_SOURCE" = development ]; then
+        printf '\033[1;31m%s\033[0m\n' \
+            "WARNING: this image trusts the DEVELOPMENT update CA (image/dev-update-pki/ca.pem): anyone with" \
+            "WARNING: this repository can sign bundles it installs. Production: make image UPDATE_KEYRING=ca.pem" >&2
+    fi
+}
+dev_keyring_warning
 for f in systemd/bsfg.service systemd/nats-server.service systemd/sysusers.d/bsfg.conf \
     systemd/sysusers.d/nats.conf systemd/tmpfiles.d/bsfg.conf hardening/nftables.conf \
     hardening/sysctl.d/90-bsfg.conf hardening/nats-server.conf; do
@@ -97,7 +120,7 @@ root_inputs() {
     {
         printf '%s\n' "$SOURCE_DATE_EPOCH" "$MIRROR" "$SECURITY_MIRROR" "$ROOT_PACKAGES" \
             "$REMOVE_PACKAGES" "$PRUNE_MODULES" "$INITRD_MODULES" "$ROOTFS_TYPE" "$VERSION" "$SEED"
-        sha256sum "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh"
+        sha256sum "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh" "$KEYRING"
         (cd "$ROOT" && find image/rootfs image/initrd systemd hardening -type f -print0 | sort -z |
             xargs -0 sha256sum)
         (cd "$ROOT" && find image/rootfs -printf '%p %m %l\n' | sort)
@@ -122,9 +145,10 @@ IMG=$BASE.img
 BUILD_ID=$({
     printf '%s\n' "$STAMP" "$DEBUG" "$ESP_MIB" "$ROOT_MIB" "$VERITY_MIB" "$DATA_MIB"
     if [ -n "$ZONE_DIR" ]; then (cd "$ZONE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum); fi
-    sha256sum "$IMAGE_DIR/provision.sh" "$ROOT/hardening/nats-server.conf"
+    # lib.sh: the UKIs' command lines and make_uki.
+    sha256sum "$IMAGE_DIR/provision.sh" "$IMAGE_DIR/lib.sh" "$ROOT/hardening/nats-server.conf"
 } | sha256sum | cut -d' ' -f1)
-if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] &&
+if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] &&
     [ "$(jq -r .build_id "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
     step "up to date: $IMG (inputs unchanged; FORCE=1 to rebuild)"
     say "root hash $(jq -r .root.root_hash "$BASE.manifest.json")"
@@ -180,10 +204,12 @@ else
         install -m 0644 "$ROOT/systemd/bsfg.service.d/network.conf.example" "$R/usr/share/bsfg/"
     fi
     cp -a --no-preserve=ownership "$IMAGE_DIR/rootfs/." "$R/"
+    # RAUC's keyring: the update CA bundles must be signed under.
+    install -D -m 0644 "$KEYRING" "$R/etc/rauc/keyring.pem"
     # Users and directories, here: / is read-only at run time.
     systemd-sysusers --root="$R" >"$BUILD/sysusers.log" 2>&1 ||
         die "systemd-sysusers failed: $(cat "$BUILD/sysusers.log")"
-    systemd-tmpfiles --create --root="$R" bsfg.conf >/dev/null
+    systemd-tmpfiles --create --root="$R" bsfg.conf bsfg-rauc.conf >/dev/null
     # Mount points and bind targets (image/initrd/init, etc/fstab).
     install -d -m 0755 "$R/data" "$R/efi" "$R/etc/nftables.d" "$R/etc/systemd/network" \
         "$R/etc/systemd/timesyncd.conf.d"
@@ -336,66 +362,29 @@ A=$BUILD/assemble${suffix:+-$suffix}
 rm -rf "$A"
 mkdir -p "$A"
 
-# --- unified kernel image for slot A ---------------------------------------------------------------------------
-step "unified kernel image for slot a (DEBUG=$DEBUG)"
-CMDLINE="bsfg.slot=a bsfg.roothash=$ROOTHASH bsfg.rootfstype=$ROOTFS_TYPE ro panic=10 lockdown=integrity systemd.gpt_auto=0"
-if [ "$DEBUG" = 1 ]; then
-    CMDLINE="$CMDLINE console=ttyS0,115200 loglevel=4 bsfg.debug=1"
-else
-    CMDLINE="$CMDLINE console=tty0 quiet"
-fi
-printf '%s' "$CMDLINE" >"$A/cmdline"
-cat >"$A/os-release" <<EOF
-NAME="BSFG appliance"
-ID=bsfg-appliance
-ID_LIKE=debian
-VERSION_ID=$VERSION
-PRETTY_NAME="BSFG appliance $VERSION (slot a$([ "$DEBUG" = 1 ] && echo ', debug'))"
-IMAGE_ID=bsfg-appliance
-IMAGE_VERSION=$VERSION
-EOF
-STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
-# make_uki OUT: systemd-stub with .osrel, .cmdline, .linux, .initrd appended after its own
-# sections, each page-aligned.
-make_uki() {
-    local end args=() sec file size
-    local idx vma e
-    end=0
-    while read -r idx _ size vma _; do
-        [[ $idx =~ ^[0-9]+$ ]] || continue
-        e=$((0x$vma + 0x$size))
-        if ((e > end)); then end=$e; fi
-    done < <(objdump -h "$STUB")
-    for sec in osrel:"$A/os-release" cmdline:"$A/cmdline" linux:"$BUILD/vmlinuz" initrd:"$BUILD/initrd.img"; do
-        file=${sec#*:}
-        sec=${sec%%:*}
-        end=$(((end + 0xfff) & ~0xfff))
-        args+=(--add-section ".$sec=$file" --change-section-vma ".$sec=$(printf '0x%x' "$end")")
-        size=$(stat -c %s "$file")
-        end=$((end + size))
-    done
-    objcopy "${args[@]}" "$STUB" "$1"
-    # objcopy (binutils 2.40) stamps the PE header with the build time: set SOURCE_DATE_EPOCH
-    # instead and recompute the PE checksum, so that the same inputs give the same UKI.
-    python3 - "$1" "$SOURCE_DATE_EPOCH" <<'PY'
-import array, struct, sys
-path, stamp = sys.argv[1], int(sys.argv[2])
-image = bytearray(open(path, "rb").read())
-pe = struct.unpack_from("<I", image, 0x3C)[0]
-assert image[pe:pe + 4] == b"PE\0\0", "not a PE image"
-struct.pack_into("<I", image, pe + 8, stamp)  # COFF TimeDateStamp
-checksum_at = pe + 24 + 64  # optional header CheckSum (same place in PE32 and PE32+)
-struct.pack_into("<I", image, checksum_at, 0)
-words = array.array("H", bytes(image[: len(image) & ~1]))
-total = sum(words) + (image[-1] if len(image) % 2 else 0)
-while total >> 16:
-    total = (total & 0xFFFF) + (total >> 16)
-struct.pack_into("<I", image, checksum_at, total + len(image))
-open(path, "wb").write(image)
-PY
-}
-make_uki "$A/bsfg-a.efi"
-say "bsfg-a+3.efi: $(du -h "$A/bsfg-a.efi" | cut -f1), cmdline: $CMDLINE"
+# --- unified kernel images for both slots, and what a bundle needs ---------------------------------------------
+# Slot a's UKI goes on the ESP; slot b's, with the root and its hash tree, go to $PARTS for
+# image/bundle.sh (slot b stays empty in the image: RAUC writes it).
+step "unified kernel images for slots a and b (DEBUG=$DEBUG)"
+PARTS=$BASE.parts
+rm -rf "$PARTS.tmp"
+mkdir -p "$PARTS.tmp"
+for slot in a b; do
+    uki_cmdline "$slot" "$ROOTHASH" "$DEBUG" | tr -d '\n' >"$PARTS.tmp/cmdline-$slot"
+    uki_os_release "$slot" "$DEBUG" >"$PARTS.tmp/os-release-$slot"
+    make_uki "$PARTS.tmp/uki-$slot.efi" "$PARTS.tmp/os-release-$slot" "$PARTS.tmp/cmdline-$slot" \
+        "$BUILD/vmlinuz" "$BUILD/initrd.img"
+    say "uki-$slot.efi: $(du -h "$PARTS.tmp/uki-$slot.efi" | cut -f1), cmdline: $(cat "$PARTS.tmp/cmdline-$slot")"
+done
+CMDLINE=$(cat "$PARTS.tmp/cmdline-a")
+# The root, hash tree, kernel and initrd: hard links into the cache when it is on the same file
+# system (the cache replaces its files, never rewrites them in place), copies otherwise.
+for f in root.img root.verity vmlinuz initrd.img; do
+    ln -f "$BUILD/$f" "$PARTS.tmp/$f" 2>/dev/null || cp "$BUILD/$f" "$PARTS.tmp/$f"
+done
+rm -rf "$PARTS"
+mv "$PARTS.tmp" "$PARTS"
+cp "$PARTS/uki-a.efi" "$A/bsfg-a.efi"
 
 # --- EFI system partition ---------------------------------------------------------------------------------------
 step "EFI system partition: systemd-boot, loader.conf, bsfg-a+3.efi"
@@ -511,7 +500,12 @@ jq -n \
     --argjson rootbytes "$ROOT_BYTES" --argjson veritybytes "$(stat -c %s "$BUILD/root.verity")" \
     --argjson imgbytes "$(stat -c %s "$IMG")" \
     --argjson imgalloc "$(($(stat -c %b "$IMG") * $(stat -c %B "$IMG")))" \
-    --arg cmdline "$CMDLINE" --arg mirror "$MIRROR" \
+    --arg cmdline "$CMDLINE" --arg cmdline_b "$(cat "$PARTS/cmdline-b")" --arg mirror "$MIRROR" \
+    --arg keyring_source "$KEYRING_SOURCE" --arg keyring_sha "$(sha "$KEYRING")" \
+    --arg keyring_subject "$(openssl x509 -in "$KEYRING" -noout -subject | sed 's/^subject=//')" \
+    --arg keyring_not_after "$(openssl x509 -in "$KEYRING" -noout -enddate | sed 's/^notAfter=//')" \
+    --arg compatible "$RAUC_COMPATIBLE" --arg parts "$(basename "$PARTS")" \
+    --arg ukibsha "$(sha "$PARTS/uki-b.efi")" \
     --arg bsfgsha "$(sha "$BSFG_BIN")" --arg natssha "$(sha "$NATS_BIN")" \
     --arg natsver "$("$NATS_BIN" --version 2>/dev/null || echo unknown)" \
     --arg imgsha "$(sha "$IMG")" --arg bmapsha "$(sha "$IMG.bmap")" \
@@ -528,10 +522,14 @@ jq -n \
       debian: {suite: "bookworm", mirror: $mirror},
       kernel: {package: $kpkg, version: $kver, release: $krel, from: "bookworm-backports"},
       kernel_cmdline: $cmdline,
+      kernel_cmdline_slot_b: $cmdline_b,
+      update_keyring: {source: $keyring_source, sha256: $keyring_sha, subject: $keyring_subject,
+                       not_after: $keyring_not_after},
+      rauc: {compatible: $compatible, bundle_inputs: $parts},
       root: {slot: "a", fstype: $fstype, bytes: $rootbytes, verity_hash_tree_bytes: $veritybytes,
              root_hash: $roothash, verity_salt: $salt, verity_uuid: $vuuid,
              hash_algorithm: "sha256", data_block_size: 4096, hash_block_size: 4096},
-      slot_b: "empty (reserved for the signed A/B upgrade work)",
+      slot_b: "empty in the image: RAUC writes it from a bundle (image/bundle.sh)",
       image: {bytes: $imgbytes, allocated_bytes: $imgalloc},
       layout: $layout,
       binaries: {bsfg: {sha256: $bsfgsha}, "nats-server": {version: $natsver, sha256: $natssha}},
@@ -539,6 +537,7 @@ jq -n \
         {file: $name, sha256: $imgsha},
         {file: ($name + ".bmap"), sha256: $bmapsha},
         {file: "EFI/Linux/bsfg-a+3.efi", sha256: $ukisha},
+        {file: ($parts + "/uki-b.efi"), sha256: $ukibsha},
         {file: "initrd", sha256: $initrdsha},
         {file: "vmlinuz", sha256: $vmlinuzsha},
         {file: "root-a", sha256: $rootsha},
@@ -551,6 +550,7 @@ jq -n \
     }' >"$MANIFEST"
 rm -rf "$A"
 step "done: $IMG"
+dev_keyring_warning
 say "image $(($(stat -c %s "$IMG") / MiB)) MiB ($(($(stat -c %b "$IMG") * 512 / MiB)) MiB allocated), root $((ROOT_BYTES / MiB)) MiB, root hash $ROOTHASH"
 say "$IMG.bmap"
 say "$MANIFEST"

@@ -11,6 +11,11 @@ OUT=${OUT:-$ROOT/out}
 ARCH=x86_64
 VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)}
 
+# RAUC's compatible string: bundles for another product or architecture are refused.
+RAUC_COMPATIBLE=bsfg-appliance-$ARCH
+# The DEVELOPMENT update CA and bundle signing key (image/dev-update-pki/README.md).
+DEV_UPDATE_PKI=$IMAGE_DIR/dev-update-pki
+
 # --- disk layout (MiB) -----------------------------------------------------------------------------
 # GPT: esp | root-a | root-a-verity | root-b | root-b-verity | data. Slot sizes leave room for the
 # root to grow (it is ~110 MiB now); the data partition is meant to be grown on the target disk.
@@ -61,6 +66,79 @@ uuid_of() {
 }
 # uuid_from_hex HEX32: format 32 hex digits as a UUID (for partition UUIDs taken from a root hash).
 uuid_from_hex() { printf '%s-%s-%s-%s-%s\n' "${1:0:8}" "${1:8:4}" "${1:12:4}" "${1:16:4}" "${1:20:12}"; }
+
+# --- unified kernel images ------------------------------------------------------------------------
+STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+
+# uki_cmdline SLOT ROOTHASH DEBUG [EXTRA]: the kernel command line of slot SLOT's UKI. The slot
+# is named twice: bsfg.slot= for our initrd (which partitions to open), rauc.slot= for RAUC (which
+# slot is booted). The root hash is the same for both slots (the hash tree does not depend on
+# the partition it is written to).
+uki_cmdline() {
+    local line="bsfg.slot=$1 rauc.slot=$1 bsfg.roothash=$2 bsfg.rootfstype=$ROOTFS_TYPE ro panic=10 lockdown=integrity systemd.gpt_auto=0"
+    if [ "$3" = 1 ]; then
+        line="$line console=ttyS0,115200 loglevel=4 bsfg.debug=1"
+    else
+        line="$line console=tty0 quiet"
+    fi
+    echo "$line${4:+ $4}"
+}
+
+# uki_os_release SLOT DEBUG: the UKI's .osrel. systemd-boot sorts our entries by IMAGE_ID, then
+# IMAGE_VERSION (newest first): a newly installed slot with a higher version boots first.
+uki_os_release() {
+    cat <<EOF
+NAME="BSFG appliance"
+ID=bsfg-appliance
+ID_LIKE=debian
+VERSION_ID=$VERSION
+PRETTY_NAME="BSFG appliance $VERSION (slot $1$([ "$2" = 1 ] && echo ', debug'))"
+IMAGE_ID=bsfg-appliance
+IMAGE_VERSION=$VERSION
+EOF
+}
+
+# make_uki OUT OS_RELEASE CMDLINE VMLINUZ INITRD: systemd-stub with .osrel, .cmdline, .linux and
+# .initrd (the files given) appended after its own sections, each page-aligned; the PE time stamp
+# is SOURCE_DATE_EPOCH, so the same inputs give the same UKI.
+make_uki() {
+    local out=$1 osrel=$2 cmdline=$3 vmlinuz=$4 initrd=$5
+    local end args=() sec file size
+    local idx vma e
+    end=0
+    while read -r idx _ size vma _; do
+        [[ $idx =~ ^[0-9]+$ ]] || continue
+        e=$((0x$vma + 0x$size))
+        if ((e > end)); then end=$e; fi
+    done < <(objdump -h "$STUB")
+    for sec in osrel:"$osrel" cmdline:"$cmdline" linux:"$vmlinuz" initrd:"$initrd"; do
+        file=${sec#*:}
+        sec=${sec%%:*}
+        end=$(((end + 0xfff) & ~0xfff))
+        args+=(--add-section ".$sec=$file" --change-section-vma ".$sec=$(printf '0x%x' "$end")")
+        size=$(stat -c %s "$file")
+        end=$((end + size))
+    done
+    objcopy "${args[@]}" "$STUB" "$out"
+    # objcopy (binutils 2.40) stamps the PE header with the build time: set SOURCE_DATE_EPOCH
+    # instead and recompute the PE checksum, so that the same inputs give the same UKI.
+    python3 - "$out" "$SOURCE_DATE_EPOCH" <<'PY'
+import array, struct, sys
+path, stamp = sys.argv[1], int(sys.argv[2])
+image = bytearray(open(path, "rb").read())
+pe = struct.unpack_from("<I", image, 0x3C)[0]
+assert image[pe:pe + 4] == b"PE\0\0", "not a PE image"
+struct.pack_into("<I", image, pe + 8, stamp)  # COFF TimeDateStamp
+checksum_at = pe + 24 + 64  # optional header CheckSum (same place in PE32 and PE32+)
+struct.pack_into("<I", image, checksum_at, 0)
+words = array.array("H", bytes(image[: len(image) & ~1]))
+total = sum(words) + (image[-1] if len(image) % 2 else 0)
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+struct.pack_into("<I", image, checksum_at, total + len(image))
+open(path, "wb").write(image)
+PY
+}
 
 # --- QEMU ----------------------------------------------------------------------------------------------
 OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd

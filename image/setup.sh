@@ -5,14 +5,15 @@
 #   - a bookworm-backports apt source (deb.debian.org, the mirror this host's sources use): the
 #     appliance's 6.12 kernel and qemu-system-x86 come from it;
 #   - Debian packages for the build (debootstrap, erofs-utils, cryptsetup-bin, systemd-boot-efi,
-#     dosfstools, mtools, fdisk, bmap-tools, busybox-static, kmod, ...) and for the test (ovmf,
-#     socat, qemu-system-x86 from bookworm-backports: Debian 12's own qemu-system-x86 conflicts
-#     with the qemu-utils from backports that this host already has).
+#     dosfstools, mtools, fdisk, bmap-tools, busybox-static, kmod, ...; rauc and squashfs-tools
+#     for `make bundle`) and for the test (ovmf, socat, qemu-system-x86 from bookworm-backports:
+#     Debian 12's own qemu-system-x86 conflicts with the qemu-utils from backports that this host
+#     already has).
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
 # Build packages, from bookworm (the list is also in image/README.md).
-IMAGE_APT_PACKAGES="mmdebstrap debootstrap erofs-utils squashfs-tools cryptsetup-bin systemd-boot-efi
+IMAGE_APT_PACKAGES="mmdebstrap debootstrap erofs-utils squashfs-tools rauc cryptsetup-bin systemd-boot-efi
   dosfstools mtools fdisk bmap-tools busybox-static kmod cpio zstd xz-utils binutils e2fsprogs
   whois openssl jq curl ovmf socat"
 # From bookworm-backports.
@@ -86,7 +87,7 @@ if ((${#missing_bpo[@]})); then
     for pkg in "${missing_bpo[@]}"; do report installed "apt $pkg (bookworm-backports)"; done
 fi
 
-for tool in debootstrap mkfs.erofs veritysetup sfdisk mkfs.vfat mcopy bmaptool objcopy depmod \
+for tool in debootstrap mkfs.erofs mksquashfs rauc veritysetup sfdisk mkfs.vfat mcopy bmaptool objcopy depmod \
     qemu-system-x86_64 socat; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing the packages"
 done

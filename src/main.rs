@@ -97,6 +97,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Firmware { command } => cli::firmware::run(command),
+        Command::BootBackend { esp, action } => cli::boot_backend::run(&esp, &action),
     }
 }
 

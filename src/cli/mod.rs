@@ -1,5 +1,7 @@
-//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`, `firmware`.
+//! The command line: `serve`, `check-config`, `status`, `skip-gap`, `dev-pki`, `firmware`,
+//! `boot-backend`.
 
+pub mod boot_backend;
 pub mod dev_pki;
 pub mod firmware;
 pub mod remote;
@@ -108,9 +110,19 @@ pub enum Command {
         #[arg(long, default_value = "365")]
         days: i64,
     },
-    /// Verify a RAUC firmware bundle in full, or verify and install it.
+    /// Firmware: verify and install bundles, the operator's firmware door, the appliance's
+    /// firmware agent, boot report and health verdict.
     Firmware {
         #[command(subcommand)]
         command: firmware::FirmwareCommand,
+    },
+    /// RAUC's custom boot back end over systemd-boot's boot-counted UKIs on the ESP (run by RAUC
+    /// and the bundle's install hook on the appliance).
+    BootBackend {
+        /// The mounted EFI system partition.
+        #[arg(long, value_name = "DIR", default_value = "/efi", global = true)]
+        esp: PathBuf,
+        #[command(subcommand)]
+        action: boot_backend::BootAction,
     },
 }
