@@ -3,7 +3,8 @@
 # appliance's systemd units, nftables, sysctl and nats-server.conf), then `cargo test
 # --all-targets` (extra arguments go to cargo test) with the BSFG_* variables that tell the tests
 # where the tools are, then scripts/aarch64.sh (the ARM build under qemu-user), then the appliance
-# firmware (image/build.sh, image/test.sh: needs root, as the units check does), and ends with a
+# firmware (image/build.sh, image/test.sh, then the A/B upgrades of image/upgrade-test.sh: needs
+# root, as the units check does), and ends with a
 # summary: one line per phase and a total "tests: N passed, N failed, N skipped". Lint and
 # check-units failures do not stop the tests; a setup failure stops everything. Exits non-zero if
 # any phase failed.
@@ -133,6 +134,18 @@ if [ "$rc" -ne 0 ] && [ "$image_failed" -eq 0 ]; then image_failed=1; fi
 read -r passed failed_tests skipped <<<"$totals"
 totals="$((passed + image_passed)) $((failed_tests + image_failed)) $skipped"
 phase "image" "image/build.sh + image/test.sh: $image_passed passed, $image_failed failed" "$rc" $((SECONDS - start))
+
+echo "=== A/B upgrades: make upgrade-test (bundles installed, blessed, power cuts, rollback under QEMU)"
+start=$SECONDS
+rc=0
+image/upgrade-test.sh 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
+read -r up_passed up_failed < <(sed -n 's/^upgrade-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1)
+up_passed=${up_passed:-0}
+up_failed=${up_failed:-0}
+if [ "$rc" -ne 0 ] && [ "$up_failed" -eq 0 ]; then up_failed=1; fi
+read -r passed failed_tests skipped <<<"$totals"
+totals="$((passed + up_passed)) $((failed_tests + up_failed)) $skipped"
+phase "upgrade" "image/upgrade-test.sh: $up_passed passed, $up_failed failed" "$rc" $((SECONDS - start))
 
 summary
 exit "$failed"
