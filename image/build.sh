@@ -220,7 +220,8 @@ else
 
     step "units: enable, disable, mask"
     systemctl --root="$R" enable nftables.service systemd-networkd.service nats-server.service \
-        bsfg.service bsfg-boot-check.service bsfg-provisioning-check.service bsfg-debug-shell.service 2>&1 |
+        bsfg.service bsfg-boot-check.service bsfg-provisioning-check.service bsfg-debug-shell.service \
+        bsfg-firmware-boot-report.service bsfg-firmware-agent.service 2>&1 |
         { grep -v '^Created symlink' || true; }
     # No waiting for the network (the node binds 0.0.0.0 and retries its peers); no timers that
     # would write to /.
