@@ -111,6 +111,9 @@ pub enum FirmwareCommand {
         system: SystemArgs,
         #[command(flatten)]
         state: StateArgs,
+        /// The mounted EFI system partition (slots and boot counters, for the status report).
+        #[arg(long, value_name = "DIR", default_value = "/efi")]
+        esp: PathBuf,
         /// One pass, then exit.
         #[arg(long)]
         once: bool,
@@ -298,11 +301,12 @@ pub fn run(command: FirmwareCommand) -> ExitCode {
             config,
             system,
             state,
+            esp,
             once,
         } => {
             let paths = state.paths();
             let appliance = RaucAppliance::new(system.options(), paths.clone());
-            commands::agent(&config, &paths, &appliance, once)
+            commands::agent(&config, &paths, &esp, &appliance, once)
         }
     }
 }

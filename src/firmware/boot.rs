@@ -78,6 +78,18 @@ impl std::fmt::Display for SlotState {
     }
 }
 
+/// One slot's UKI as the firmware status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotView {
+    pub name: String,
+    pub version: String,
+    /// `good` (blessed), `trial` (boot-counted, tries left) or `bad` (no tries left).
+    pub state: &'static str,
+    pub tries_left: u32,
+    /// The slot systemd-boot boots next.
+    pub primary: bool,
+}
+
 /// systemd-boot's entries on one ESP.
 pub struct BootEntries {
     dir: PathBuf,
@@ -167,6 +179,27 @@ impl BootEntries {
             describe(&entries)
         ));
         Ok(first.name.slot.clone())
+    }
+
+    /// Every slot with a UKI, in boot order (the first is the primary), for the firmware status:
+    /// version, `good` / `trial` (tries left) / `bad` (none left).
+    pub fn slots(&self) -> Result<Vec<SlotView>, BootError> {
+        let entries = self.ordered()?;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| SlotView {
+                name: e.name.slot.clone(),
+                version: e.os.version.clone().unwrap_or_default(),
+                state: match e.name.counter {
+                    None => "good",
+                    Some(c) if c.left == 0 => "bad",
+                    Some(_) => "trial",
+                },
+                tries_left: e.name.counter.map_or(0, |c| c.left),
+                primary: i == 0,
+            })
+            .collect())
     }
 
     /// `get-state SLOT`: bad when the slot has no bootable UKI or no tries left.

@@ -3,13 +3,18 @@
 //! outside the node's sandbox (systemd units of the appliance), beside the serving node, and talk
 //! to the zone's nats-server on loopback only.
 
+use super::{STATUS_KEY, boot::BootEntries};
 use super::{
     agent::{self, Appliance},
     audit::{self, Outbox, Step},
     host::Paths,
     report::{self, Health},
 };
-use crate::{config::Config, store::jetstream::JetStreamStore};
+use crate::{
+    config::Config,
+    proto::{FirmwareSlot, GetFirmwareStatusResponse},
+    store::jetstream::JetStreamStore,
+};
 use std::{path::Path, process::ExitCode, time::Duration};
 
 /// Exit statuses (sysexits): bad config, audit stream unreachable, local state unusable.
@@ -94,10 +99,47 @@ pub fn flush_audit(config_path: &Path, paths: &Paths) -> ExitCode {
     run(config_path, paths, |_| Ok(None))
 }
 
+/// What the agent reports as `status` in `bsfg_firmware` (GetFirmwareStatus): the booted slot
+/// and version, and each slot's UKI on the ESP in boot order.
+async fn report_status<S: crate::store::Store>(
+    store: &S,
+    paths: &Paths,
+    esp: &Path,
+) -> Result<(), String> {
+    let boot = paths.boot()?;
+    let slots = BootEntries::new(esp).slots().map_err(|e| e.to_string())?;
+    let status = GetFirmwareStatusResponse {
+        booted_slot: boot.slot.clone(),
+        running_version: boot.version,
+        slots: slots
+            .into_iter()
+            .map(|s| FirmwareSlot {
+                booted: s.name == boot.slot,
+                name: s.name,
+                version: s.version,
+                state: s.state.into(),
+                primary: s.primary,
+                tries_left: s.tries_left,
+            })
+            .collect(),
+        installs: Vec::new(),
+        reported_unix_ms: crate::replicate::status::now_unix_ms(),
+    };
+    let json = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
+    store
+        .put_firmware(STATUS_KEY, json)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Passes between two status reports (about 30 s).
+const REPORT_EVERY: u32 = 15;
+
 /// Carries out approved installs, one at a time, until stopped (or one pass with `once`).
 pub fn agent<A: Appliance>(
     config_path: &Path,
     paths: &Paths,
+    esp: &Path,
     appliance: &A,
     once: bool,
 ) -> ExitCode {
@@ -130,7 +172,14 @@ pub fn agent<A: Appliance>(
             config.zone
         );
         let outbox = Outbox::new(paths.outbox());
+        let mut pass_number = 0u32;
         loop {
+            if pass_number.is_multiple_of(REPORT_EVERY)
+                && let Err(e) = report_status(&store, paths, esp).await
+            {
+                eprintln!("bsfg firmware agent: no firmware status report: {e}");
+            }
+            pass_number = pass_number.wrapping_add(1);
             // What boot-report or the health check could not append yet (nats-server was still
             // starting) goes out first, in order.
             if let Err(e) = outbox.flush(&store, config.limits.max_fact_bytes).await {

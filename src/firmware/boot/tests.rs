@@ -198,3 +198,38 @@ fn install_uki_refuses_a_file_systemd_boot_would_not_boot() {
         Err(BootError::InvalidSlot(_))
     ));
 }
+
+#[test]
+fn slots_for_the_firmware_status_show_trial_tries_and_the_primary() {
+    let esp = esp();
+    esp.put("bsfg-a.efi", "0.1.0");
+    esp.put("bsfg-b+2-1.efi", "0.2.0");
+    let slots = esp.entries.slots().expect("slots");
+    let seen: Vec<(&str, &str, &str, u32, bool)> = slots
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.version.as_str(),
+                s.state,
+                s.tries_left,
+                s.primary,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("b", "0.2.0", "trial", 2, true),
+            ("a", "0.1.0", "good", 0, false)
+        ]
+    );
+    fs::rename(
+        esp.linux.join("bsfg-b+2-1.efi"),
+        esp.linux.join("bsfg-b+0-3.efi"),
+    )
+    .expect("count");
+    let slots = esp.entries.slots().expect("slots");
+    assert_eq!((slots[0].name.as_str(), slots[0].primary), ("a", true));
+    assert_eq!((slots[1].name.as_str(), slots[1].state), ("b", "bad"));
+}
