@@ -2,9 +2,9 @@
 //! and why it is safe to run again), and says what it found and did.
 
 use crate::{
-    config::Config,
+    config::{Config, ConsumerSpec},
     ops::skip_gap::{SkipGapRequest, Skipped, check_text, skip},
-    store::{audit::AuditRecorded, jetstream::JetStreamStore},
+    store::{audit::AuditRecorded, gap::Gap, jetstream::JetStreamStore},
 };
 use std::{path::Path, process::ExitCode};
 
@@ -74,16 +74,7 @@ pub fn skip_gap(path: &Path, request: &SkipGapRequest<'_>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Skipped::DryRun(gap)) => {
-            println!(
-                "consumer {name} (zone {}, category {}): cursor {}; offsets {} to {} ({} facts) were deleted \
-                 by retention before anyone confirmed them",
-                config.zone,
-                spec.category,
-                gap.cursor,
-                gap.from,
-                gap.to,
-                gap.missing()
-            );
+            print_gap(&config, spec, gap);
             println!("dry run: nothing recorded, cursor not moved");
             ExitCode::SUCCESS
         }
@@ -92,16 +83,7 @@ pub fn skip_gap(path: &Path, request: &SkipGapRequest<'_>) -> ExitCode {
             message_id,
             audit,
         }) => {
-            println!(
-                "consumer {name} (zone {}, category {}): cursor {}; offsets {} to {} ({} facts) were deleted \
-                 by retention before anyone confirmed them",
-                config.zone,
-                spec.category,
-                gap.cursor,
-                gap.from,
-                gap.to,
-                gap.missing()
-            );
+            print_gap(&config, spec, gap);
             match audit {
                 AuditRecorded::New { offset } => println!(
                     "recorded audit fact {message_id} at audit offset {offset} (operator {:?}, reason {:?})",
@@ -124,4 +106,19 @@ pub fn skip_gap(path: &Path, request: &SkipGapRequest<'_>) -> ExitCode {
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }
+}
+
+/// What the operator is about to accept losing.
+fn print_gap(config: &Config, spec: &ConsumerSpec, gap: Gap) {
+    println!(
+        "consumer {} (zone {}, category {}): cursor {}; offsets {} to {} ({} facts) were deleted \
+         by retention before anyone confirmed them",
+        spec.name,
+        config.zone,
+        spec.category,
+        gap.cursor,
+        gap.from,
+        gap.to,
+        gap.missing()
+    );
 }
