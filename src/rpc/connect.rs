@@ -150,7 +150,26 @@ pub(super) fn decompress(
 }
 
 /// How long a refused request's body is read before the refusal is sent.
-pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads (and drops) a small request body before a refusal made on the headers or path alone.
+/// Answering and ending the stream while the client is still sending makes the server reset
+/// the stream, and some HTTP/2 clients (curl 7.88) then lose the answer. A body declared larger
+/// than the limit is not read: the reset is the lesser harm than reading it.
+pub(super) async fn drain_before_refusal(
+    headers: &http::HeaderMap,
+    body: Incoming,
+    limits: BodyLimits,
+) {
+    let declared = header_str(headers, "content-length")
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none_or(|n| n <= limits.max_bytes as u64) {
+        let drain = Limited::new(body, limits.max_bytes).collect();
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT.min(limits.body_timeout), drain).await;
+    }
+}
 
 /// What the request line and headers say, once checked.
 enum Head {
@@ -257,18 +276,7 @@ pub async fn read_request(
             });
         }
         Err(e) => {
-            // Refused on its headers alone: still read a small body before answering, or some
-            // HTTP/2 clients (curl 7.88) lose the answer to the stream reset that follows it.
-            if !parts.headers.contains_key(header::CONTENT_LENGTH)
-                || header_str(headers, "content-length")
-                    .ok()
-                    .flatten()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|n| n <= limits.max_bytes as u64)
-            {
-                let drain = Limited::new(body, limits.max_bytes).collect();
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT.min(limits.body_timeout), drain).await;
-            }
+            drain_before_refusal(headers, body, limits).await;
             return Err(e);
         }
     };

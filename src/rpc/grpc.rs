@@ -16,13 +16,13 @@
 use super::{
     budget::BodyBudget,
     connect::{
-        BodyLimits, Codec, DRAIN_TIMEOUT, UnaryCall, decompress, header_str, read_body, too_large,
+        BodyLimits, Codec, UnaryCall, decompress, drain_before_refusal, header_str, read_body,
+        too_large,
     },
     error::{Code, RpcError},
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::time::Duration;
 
@@ -160,16 +160,7 @@ pub async fn read_request(
     let (mode, encoding, timeout) = match check_head(mode, &parts, limits) {
         Ok(head) => head,
         Err(e) => {
-            // As on the Connect side: read a small body before answering, or some HTTP/2 clients
-            // lose the answer to the stream reset that follows it.
-            let declared = header_str(&parts.headers, "content-length")
-                .ok()
-                .flatten()
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_none_or(|n| n <= limits.max_bytes as u64) {
-                let drain = Limited::new(body, limits.max_bytes).collect();
-                let _ = tokio::time::timeout(DRAIN_TIMEOUT.min(limits.body_timeout), drain).await;
-            }
+            drain_before_refusal(&parts.headers, body, limits).await;
             return Err(e);
         }
     };

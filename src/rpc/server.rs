@@ -275,13 +275,18 @@ async fn serve_connection<S: Store>(
 }
 
 /// Runs one unary method: read, decode, authorize and handle within the deadline, encode.
+/// The request-body limits every call is read under.
+fn body_limits<S: Store>(node: &Node<S>) -> BodyLimits {
+    BodyLimits {
+        max_bytes: node.config.limits.max_request_bytes,
+        body_timeout: node.config.limits.body_timeout,
+    }
+}
+
 macro_rules! unary {
     ($node:expr, $protocol:expr, $identity:expr, $request:expr, $budget:expr, $info:expr, $type_name:literal, $handler:path) => {{
         let node = &$node;
-        let limits = BodyLimits {
-            max_bytes: node.config.limits.max_request_bytes,
-            body_timeout: node.config.limits.body_timeout,
-        };
+        let limits = body_limits(node);
         match $protocol
             .read_request($request, &$info, limits, $budget)
             .await
@@ -459,13 +464,18 @@ async fn route<S: Store>(
                 .await
                 .map(protocol::boxed),
         ),
-        _ => (
-            "unknown",
-            Err(
-                RpcError::new(Code::Unimplemented, format!("no method at {path:?}"))
-                    .with_status(StatusCode::NOT_FOUND),
-            ),
-        ),
+        _ => {
+            let (parts, body) = request.into_parts();
+            let limits = body_limits(&node);
+            connect::drain_before_refusal(&parts.headers, body, limits).await;
+            (
+                "unknown",
+                Err(
+                    RpcError::new(Code::Unimplemented, format!("no method at {path:?}"))
+                        .with_status(StatusCode::NOT_FOUND),
+                ),
+            )
+        }
     };
     let elapsed = started.elapsed();
     match result {
