@@ -38,7 +38,8 @@ zones_init() {
     # The host zones pull from, and the test calls, the appliance through the forwarded port.
     NODE_PORT[idmz]=$APP_PORT
     "$ESTATE_BSFG" dev-pki --out "$ESTATE_DIR/pki" --zone plant-a --zone idmz --zone enterprise \
-        --client plant-a-mes --client enterprise-erp --client enterprise-historian --client ops >/dev/null
+        --client plant-a-mes --client enterprise-erp --client enterprise-historian --client enterprise-release \
+        --client ops >/dev/null
     plant_config >"$ESTATE_DIR/plant-a.toml"
     enterprise_config >"$ESTATE_DIR/enterprise.toml"
 
@@ -59,9 +60,14 @@ url = "nats://127.0.0.1:4222"
 [[buckets]]
 name = "batch-files"
 $(idmz_policy)
+[[buckets]]
+name = "firmware"
+[firmware]
+bucket = "firmware"
 [[access]]
 identity = "ops"
 operator = true
+operate = ["status", "firmware_status", "firmware_install"]
 $(pull_config from-plant "https://plant-a-bsfg:9443" plant-a-bsfg to-idmz operational '"plant-a"')
 $(pull_config from-enterprise "https://enterprise-bsfg:9443" enterprise-bsfg to-idmz documents '"enterprise"')
 EOF

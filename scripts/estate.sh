@@ -86,9 +86,12 @@ category = "operational"
 [[consumers]]
 name = "to-plant"
 category = "documents"
+[[consumers]]
+name = "audit-to-enterprise"
+category = "audit"
 [[access]]
 identity = "enterprise-bsfg"
-fetch = ["to-enterprise"]
+fetch = ["to-enterprise", "audit-to-enterprise"]
 get_objects = ["batch-files"]
 [[access]]
 identity = "plant-a-bsfg"
@@ -97,7 +100,10 @@ EOF
 }
 
 # enterprise_config: enterprise. The historian reads what the plant sent (archive, pulled from the
-# IDMZ); the ERP appends orders (documents) that the IDMZ fetches (to-idmz).
+# IDMZ) and the IDMZ's audit trail (audit-archive: its operator calls and firmware steps); the ERP
+# appends orders (documents) that the IDMZ fetches (to-idmz); the release team puts firmware
+# bundles into the firmware bucket and announces them with a release fact (documents), which the
+# IDMZ pulls with its bundle (image/upgrade-test.sh).
 enterprise_config() {
     zone_config enterprise "
 [[consumers]]
@@ -110,14 +116,26 @@ category = \"operational\"
 identity = \"enterprise-erp\"
 append = [\"documents\"]
 assert_zones = [\"enterprise\"]
+[[consumers]]
+name = \"audit-archive\"
+category = \"audit\"
+[[buckets]]
+name = \"firmware\"
 [[access]]
 identity = \"enterprise-historian\"
-fetch = [\"archive\"]
+fetch = [\"archive\", \"audit-archive\"]
 get_objects = [\"batch-files\"]
+[[access]]
+identity = \"enterprise-release\"
+append = [\"documents\"]
+assert_zones = [\"enterprise\"]
+put_objects = [\"firmware\"]
 [[access]]
 identity = \"idmz-bsfg\"
 fetch = [\"to-idmz\"]
-$(pull from-idmz idmz to-enterprise operational '"plant-a", "idmz"')"
+get_objects = [\"firmware\"]
+$(pull from-idmz idmz to-enterprise operational '"plant-a", "idmz"')
+$(pull from-idmz-audit idmz audit-to-enterprise audit '"idmz"')"
 }
 
 # start_zones ZONE...: for each zone, a nats-server with JetStream and a bsfg node serving
