@@ -18,7 +18,8 @@
 #      record;
 #   7. a bundle whose node cannot become healthy (VERSION.2, BUNDLE_EXTRA_CMDLINE=
 #      systemd.mask=bsfg.service): each of its boots is bad and reboots, after its three tries
-#      systemd-boot boots slot b by itself; the rollback and its reason reach the enterprise zone.
+#      systemd-boot boots slot b by itself; the rollback and its reason reach the enterprise zone,
+#      and so do the facts the unhealthy firmware appended on its tries (served by the old one).
 # Builds what it needs: the DEBUG image (out/, shared with make image-test), the bundles from
 # DEBUG images of the higher versions (out/upgrade-test/; each version is its own root build,
 # cached), the base version's bundle, and the two forged ones (derived from the good bundle).
@@ -458,6 +459,17 @@ rollback_on_record() {
         grep -q 'bsfg.service is masked' <<<"$why"
 }
 check "the rollback and its reason are facts in the enterprise zone; the operator's command saw rolled_back" rollback_on_record
+# The unhealthy firmware's node never ran (masked), but its boot report and health check
+# appended facts to the zone's JetStream on each try; after the rollback the old version's node
+# serves them (the enterprise zone can only have them from it).
+served_by_old() {
+    local booted bad
+    booted=$(trail | grep '^firmware_booted ' | grep -cF "\"version\":\"$BAD_VERSION\"")
+    bad=$(trail | grep '^firmware_bad_boot ' | grep -cF "\"version\":\"$BAD_VERSION\"")
+    say "facts written by $BAD_VERSION, in the enterprise zone through $GOOD_VERSION: firmware_booted x$booted, firmware_bad_boot x$bad"
+    [ "$booted" = 3 ] && [ "$bad" = 3 ]
+}
+check "rollback after the new version wrote facts: the old version serves them" served_by_old
 powerdown
 
 echo "--- upgrade-test: summary ($BOOTS boots, $(($(date +%s) - T_START)) s)"
