@@ -240,14 +240,13 @@ fn a_big_object_read_chunk_by_chunk_costs_its_size_not_its_size_squared() {
     assert_eq!(read, size as f64, "bytes read for {calls} calls");
     assert_eq!(skipped, 0.0);
     assert_eq!(builds, 1.0, "one index, kept between the calls");
-    // Generous: the quadratic read took well over a minute on the CI host.
-    assert!(
-        elapsed.as_secs() < 60,
-        "{calls} GetObject calls took {elapsed:?}"
-    );
+    // (No bound on the time: the 64 calls' cost is mostly curl and the JSON codec of this debug
+    // build; the bytes read are the deterministic measure.)
 
     // Anywhere in the object costs about what is returned: the tail, a piece across chunks.
+    let started = Instant::now();
     let tail = get(&zone, "big.bin", (size - 100) as u64, 100).json();
+    eprintln!("GetObject of the last 100 bytes: {:?}", started.elapsed());
     assert_eq!(tail["data"], b64(&data[size - 100..]));
     assert_eq!(tail["eof"], true);
     let across = get(&zone, "big.bin", (5 * 131_072 - 10) as u64, 20).json();

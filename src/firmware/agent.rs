@@ -380,7 +380,9 @@ pub async fn announce_arrivals<S: Store>(
         if announced.contains(&mark) {
             continue;
         }
-        let (claimed_version, claimed_signer, claim) = match read_claim(store, &info).await {
+        // A store that does not answer is tried again next pass; a bundle that cannot be read
+        // is recorded as such.
+        let (claimed_version, claimed_signer, claim) = match read_claim(store, &info).await? {
             Ok((version, signer)) => (version, signer, "unverified".to_string()),
             Err(why) => (String::new(), String::new(), format!("unreadable: {why}")),
         };
@@ -419,23 +421,40 @@ pub async fn announce_arrivals<S: Store>(
 
 /// The version and signer subject a bundle claims, from the end of the object only (trailer and
 /// signature: one read of at most 64 KiB + 8 bytes). Nothing is checked but the structure.
-async fn read_claim<S: Store>(store: &S, info: &ObjectInfo) -> Result<(String, String), String> {
+/// The outer error is the store's; the inner one says why the bundle's claim is unreadable.
+async fn read_claim<S: Store>(
+    store: &S,
+    info: &ObjectInfo,
+) -> Result<Result<(String, String), String>, String> {
     let tail_len = info.size.min(MAX_SIGNATURE_SIZE + 8);
     let start = info.size - tail_len;
     let len = usize::try_from(tail_len).map_err(|e| e.to_string())?;
     let chunk = store
         .get_object(&info.bucket, &info.key, start, len)
         .await
-        .map_err(|e| e.to_string())?;
-    let tail = chunk.data;
-    if tail.len() != len || len < 8 {
-        return Err(format!("read {} bytes of its end, not {len}", tail.len()));
+        .map_err(|e| format!("reading the end of {}/{}: {e}", info.bucket, info.key))?;
+    Ok(claim_of(info.size, start, &chunk.data))
+}
+
+/// The claim in `tail`, the object's bytes from `start` to its end (`size`).
+fn claim_of(size: u64, start: u64, tail: &[u8]) -> Result<(String, String), String> {
+    let len = tail.len();
+    if size.saturating_sub(start) != len as u64 {
+        return Err(format!(
+            "the store returned {len} bytes of its last {}",
+            size - start
+        ));
+    }
+    if len < 8 {
+        return Err(format!("{size} bytes are too few for a bundle"));
     }
     let mut trailer = [0u8; 8];
     trailer.copy_from_slice(&tail[len - 8..]);
-    let layout = BundleLayout::from_trailer(info.size, trailer).map_err(|e| e.to_string())?;
-    let signature = usize::try_from(layout.payload_size - start)
-        .ok()
+    let layout = BundleLayout::from_trailer(size, trailer).map_err(|e| e.to_string())?;
+    let signature = layout
+        .payload_size
+        .checked_sub(start)
+        .and_then(|from| usize::try_from(from).ok())
         .and_then(|from| tail.get(from..len - 8))
         .ok_or("the signature lies outside the end read")?;
     let content = cms::parse_signed_content(signature).map_err(|e| e.to_string())?;
