@@ -125,6 +125,7 @@ fn the_agent_refuses_a_bundle_signed_by_another_key_before_anything_is_written()
         .iter()
         .map(|t| {
             [
+                "firmware_bundle_received",
                 "firmware_install_requested",
                 "firmware_refused",
                 "firmware_verified",
@@ -134,16 +135,42 @@ fn the_agent_refuses_a_bundle_signed_by_another_key_before_anything_is_written()
             .unwrap_or("?")
         })
         .collect();
+    // The agent noticed the arrival in the same pass, before carrying out the install the
+    // operator had already asked for.
     assert_eq!(
         steps,
-        ["firmware_install_requested", "firmware_refused"],
+        [
+            "firmware_install_requested",
+            "firmware_bundle_received",
+            "firmware_refused"
+        ],
         "{audit:?}"
     );
-    assert!(audit[1].contains(r#""check":"signature""#), "{}", audit[1]);
-    assert!(audit[1].contains(&attempt), "{}", audit[1]);
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(std::fs::read(&foreign).expect("bundle")))
+    );
+    for claim in [
+        r#""key":"bsfg-0.3.0.raucb""#,
+        &format!(r#""digest":"{digest}""#),
+        r#""claimed_version":"0.3.0""#,
+        r#""claimed_signer":"O=Foreign, CN=Foreign release signer""#,
+        r#""claim":"unverified""#,
+    ] {
+        assert!(audit[1].contains(claim), "{claim} in {}", audit[1]);
+    }
+    assert!(audit[2].contains(r#""check":"signature""#), "{}", audit[2]);
+    assert!(audit[2].contains(&attempt), "{}", audit[2]);
 
-    // Nothing is taken twice: the next pass finds no approved install.
+    // Nothing is taken or announced twice: the next pass finds no approved install and no new
+    // bundle.
     let (code, stderr) = agent_once(&zone, &lab, state.path());
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains(&attempt), "{stderr}");
+    assert!(!stderr.contains("arrived"), "{stderr}");
+    let again = stream_messages(&zone.nats.url(), "facts_audit")
+        .into_iter()
+        .filter(|(_, _, payload)| String::from_utf8_lossy(payload).contains("bsfg.firmware/"))
+        .count();
+    assert_eq!(again, 3);
 }

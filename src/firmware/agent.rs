@@ -1,6 +1,8 @@
 //! The firmware agent (`bsfg firmware agent`, root, outside the node's sandbox, on loopback
-//! only): carries out the installs the operator's door recorded in `bsfg_firmware`, one at a
-//! time, oldest first, and only once approved. For each:
+//! only). It announces each bundle that arrives in the zone's firmware bucket
+//! (`firmware_bundle_received`, with the version and signer the bundle claims, unverified; see
+//! [`announce_arrivals`]), and carries out the installs the operator's door recorded in
+//! `bsfg_firmware`, one at a time, oldest first, and only once approved. For each:
 //!
 //! 1. the bundle is copied out of the zone's object store into a root-only directory on the data
 //!    partition, and its sha256 must be the digest the operator named;
@@ -16,13 +18,21 @@
 
 use super::{
     audit::{self, Outbox, Step},
+    bundle::{BundleLayout, MAX_SIGNATURE_SIZE},
+    cms,
     host::Paths,
+    manifest::KeyFile,
     report::PendingInstall,
     request_key,
 };
-use crate::{proto::FirmwareInstall, replicate::status::now_unix_ms, store::Store};
+use crate::{
+    proto::FirmwareInstall,
+    replicate::status::now_unix_ms,
+    store::{ObjectInfo, Store},
+};
 use sha2::{Digest, Sha256};
 use std::{
+    collections::BTreeSet,
     fs,
     io::Write,
     path::{Path, PathBuf},
@@ -51,9 +61,6 @@ pub trait Appliance {
     fn install(&self, bundle: &Path) -> Result<(), String>;
     fn reboot(&self) -> Result<(), String>;
 }
-
-/// How big a piece of a bundle is read from the object store at a time.
-const CHUNK: usize = 1024 * 1024;
 
 /// One pass: the oldest approved install, if any, carried out. Returns its attempt id.
 pub async fn run_once<S: Store, A: Appliance>(
@@ -248,8 +255,9 @@ async fn update<S: Store>(
         .map_err(|e| e.to_string())
 }
 
-/// Copies the bundle out of the object store into `dir` (created 0700), checking its sha256
-/// against the digest the operator named; the file is `<attempt>.raucb`, mode 0600.
+/// Copies the bundle out of the object store into `dir` (created 0700) in one pass, checking
+/// its sha256 against the digest the operator named; the file is `<attempt>.raucb`, mode 0600,
+/// written as a synced temporary file renamed into place.
 pub async fn fetch_bundle<S: Store>(
     store: &S,
     install: &FirmwareInstall,
@@ -263,31 +271,31 @@ pub async fn fetch_bundle<S: Store>(
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("{}.raucb", install.attempt));
     let temp = dir.join(format!(".{}.raucb.tmp", install.attempt));
-    let mut file = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&temp)
         .map_err(|e| format!("creating {}: {e}", temp.display()))?;
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
-    loop {
-        let chunk = store
-            .get_object(&install.bucket, &install.key, offset, CHUNK)
-            .await
-            .map_err(|e| format!("reading {}/{}: {e}", install.bucket, install.key))?;
-        hasher.update(&chunk.data);
-        file.write_all(&chunk.data)
-            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
-        offset += chunk.data.len() as u64;
-        if chunk.eof || chunk.data.is_empty() {
-            break;
-        }
+    let mut sink = HashingFile {
+        file,
+        hasher: Sha256::new(),
+    };
+    let copied = store
+        .read_object(&install.bucket, &install.key, &mut sink)
+        .await
+        .map_err(|e| format!("reading {}/{}: {e}", install.bucket, install.key))
+        .and_then(|_| {
+            sink.file
+                .sync_all()
+                .map_err(|e| format!("syncing {}: {e}", temp.display()))
+        });
+    if let Err(e) = copied {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
     }
-    file.sync_all()
-        .map_err(|e| format!("syncing {}: {e}", temp.display()))?;
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
     if digest != install.digest {
         let _ = fs::remove_file(&temp);
         return Err(format!(
@@ -297,6 +305,170 @@ pub async fn fetch_bundle<S: Store>(
     }
     fs::rename(&temp, &path).map_err(|e| format!("renaming {}: {e}", temp.display()))?;
     Ok(path)
+}
+
+/// A file that hashes what is written to it. The writes block: the agent does one thing at a
+/// time, as it did when it wrote chunk by chunk.
+struct HashingFile {
+    file: fs::File,
+    hasher: Sha256,
+}
+
+impl tokio::io::AsyncWrite for HashingFile {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = this.file.write(buf);
+        if let Ok(n) = written {
+            this.hasher.update(&buf[..n]);
+        }
+        std::task::Poll::Ready(written)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(self.get_mut().file.flush())
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// The `bsfg_firmware` record that an arrival was announced.
+fn received_key(info: &ObjectInfo) -> String {
+    format!(
+        "received.{}",
+        audit::arrival_id(&info.bucket, &info.key, &info.digest)
+    )
+}
+
+/// Records `firmware_bundle_received` for each object in the zone's firmware `bucket` not
+/// announced before, with the version and signer it claims (unverified), and remembers it in
+/// `bsfg_firmware` (`received.<id>`) once the audit stream holds the fact. Installs nothing.
+/// Returns how many arrivals were announced.
+pub async fn announce_arrivals<S: Store>(
+    store: &S,
+    zone: &str,
+    bucket: &str,
+    max_fact_bytes: usize,
+    paths: &Paths,
+) -> Result<usize, String> {
+    let announced: BTreeSet<String> = store
+        .firmware_keys()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|key| key.starts_with("received."))
+        .collect();
+    let objects = store
+        .list_objects(bucket)
+        .await
+        .map_err(|e| e.to_string())?;
+    let outbox = Outbox::new(paths.outbox());
+    let mut count = 0;
+    for info in objects {
+        let mark = received_key(&info);
+        if announced.contains(&mark) {
+            continue;
+        }
+        // A store that does not answer is tried again next pass; a bundle that cannot be read
+        // is recorded as such.
+        let (claimed_version, claimed_signer, claim) = match read_claim(store, &info).await? {
+            Ok((version, signer)) => (version, signer, "unverified".to_string()),
+            Err(why) => (String::new(), String::new(), format!("unreadable: {why}")),
+        };
+        eprintln!(
+            "bsfg firmware agent: bundle {}/{} ({}) arrived, claiming version {claimed_version:?} signed by {claimed_signer:?} ({claim})",
+            info.bucket, info.key, info.digest
+        );
+        outbox.push(&audit::now(
+            zone,
+            Step::BundleReceived {
+                bucket: info.bucket.clone(),
+                key: info.key.clone(),
+                digest: info.digest.clone(),
+                size: info.size,
+                claimed_version,
+                claimed_signer,
+                claim,
+            },
+        ))?;
+        outbox.flush(store, max_fact_bytes).await?;
+        let record = serde_json::json!({
+            "bucket": info.bucket,
+            "key": info.key,
+            "digest": info.digest,
+            "size": info.size,
+            "announced_unix_ms": now_unix_ms(),
+        });
+        store
+            .put_firmware(&mark, record.to_string().into_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The version and signer subject a bundle claims, from the end of the object only (trailer and
+/// signature: one read of at most 64 KiB + 8 bytes). Nothing is checked but the structure.
+/// The outer error is the store's; the inner one says why the bundle's claim is unreadable.
+async fn read_claim<S: Store>(
+    store: &S,
+    info: &ObjectInfo,
+) -> Result<Result<(String, String), String>, String> {
+    let tail_len = info.size.min(MAX_SIGNATURE_SIZE + 8);
+    let start = info.size - tail_len;
+    let len = usize::try_from(tail_len).map_err(|e| e.to_string())?;
+    let chunk = store
+        .get_object(&info.bucket, &info.key, start, len)
+        .await
+        .map_err(|e| format!("reading the end of {}/{}: {e}", info.bucket, info.key))?;
+    Ok(claim_of(info.size, start, &chunk.data))
+}
+
+/// The claim in `tail`, the object's bytes from `start` to its end (`size`).
+fn claim_of(size: u64, start: u64, tail: &[u8]) -> Result<(String, String), String> {
+    let len = tail.len();
+    if size.saturating_sub(start) != len as u64 {
+        return Err(format!(
+            "the store returned {len} bytes of its last {}",
+            size - start
+        ));
+    }
+    if len < 8 {
+        return Err(format!("{size} bytes are too few for a bundle"));
+    }
+    let mut trailer = [0u8; 8];
+    trailer.copy_from_slice(&tail[len - 8..]);
+    let layout = BundleLayout::from_trailer(size, trailer).map_err(|e| e.to_string())?;
+    let signature = layout
+        .payload_size
+        .checked_sub(start)
+        .and_then(|from| usize::try_from(from).ok())
+        .and_then(|from| tail.get(from..len - 8))
+        .ok_or("the signature lies outside the end read")?;
+    let content = cms::parse_signed_content(signature).map_err(|e| e.to_string())?;
+    let manifest = std::str::from_utf8(&content.manifest)
+        .map_err(|_| "the manifest is not UTF-8".to_string())
+        .and_then(|text| KeyFile::parse(text).map_err(|e| e.to_string()))?;
+    let version = manifest.get("update", "version").unwrap_or_default();
+    let signer = content
+        .signers
+        .first()
+        .and_then(|id| cms::find_certificate(id, &content.certificates))
+        .map(|certificate| certificate.subject().to_string())
+        .unwrap_or_default();
+    Ok((version.to_string(), signer))
 }
 
 #[cfg(test)]

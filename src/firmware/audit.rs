@@ -28,11 +28,18 @@ use std::{
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    /// A bundle arrived on the appliance (it is not installed by arriving).
+    /// A bundle arrived in the zone's firmware bucket (it is not installed by arriving). The
+    /// version and signer are what the bundle *claims*, read from its manifest and signature
+    /// without checking either (`claim` is `unverified`, or `unreadable: <why>` with both
+    /// empty); only the verification before an install proves them.
     BundleReceived {
+        bucket: String,
+        key: String,
         digest: String,
-        version: String,
-        signer: String,
+        size: u64,
+        claimed_version: String,
+        claimed_signer: String,
+        claim: String,
     },
     /// An operator asked for an install. `attempt` names this install through its later steps.
     InstallRequested {
@@ -129,7 +136,12 @@ impl Step {
     fn key(&self) -> String {
         let step = self.predicate().trim_start_matches("firmware_");
         match self {
-            Self::BundleReceived { digest, .. } => format!("bundle/{digest}/{step}"),
+            Self::BundleReceived {
+                bucket,
+                key,
+                digest,
+                ..
+            } => format!("bundle/{}/{step}", arrival_id(bucket, key, digest)),
             Self::InstallRequested { attempt, .. }
             | Self::InstallApproved { attempt, .. }
             | Self::Verified { attempt, .. }
@@ -143,6 +155,18 @@ impl Step {
             | Self::RolledBack { boot_id, .. } => format!("boot/{boot_id}/{step}"),
         }
     }
+}
+
+/// Names one arrival: the bucket, key and digest of a bundle, hashed (keys may hold any
+/// character and be long; a message id and a KV key may not).
+pub fn arrival_id(bucket: &str, key: &str, digest: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [bucket, key, digest] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..16])
 }
 
 /// A step as the outbox keeps it: the step and when it happened.

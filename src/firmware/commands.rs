@@ -185,6 +185,20 @@ pub fn agent<A: Appliance>(
             if let Err(e) = outbox.flush(&store, config.limits.max_fact_bytes).await {
                 eprintln!("bsfg firmware agent: {e}");
             }
+            // Each bundle that arrived in the firmware bucket is announced once (installs
+            // nothing).
+            if let Some(firmware) = &config.firmware
+                && let Err(e) = agent::announce_arrivals(
+                    &store,
+                    &config.zone,
+                    &firmware.bucket,
+                    config.limits.max_fact_bytes,
+                    paths,
+                )
+                .await
+            {
+                eprintln!("bsfg firmware agent: announcing arrivals: {e}");
+            }
             let pass = agent::run_once(
                 &store,
                 &config.zone,

@@ -523,6 +523,15 @@ async fn metrics<S: Store>(
             );
         }
     }
+    // What GetObject read from the object store: counted by the store, process-wide.
+    let reads = crate::store::object_read_counters();
+    for (series, value) in [
+        ("bsfg_object_bytes_read_total", reads.bytes_read),
+        ("bsfg_object_bytes_skipped_total", reads.bytes_skipped),
+        ("bsfg_object_index_builds_total", reads.index_builds),
+    ] {
+        node.metrics.set_gauge(series.into(), value as f64);
+    }
     let mut response = Response::new(Full::new(Bytes::from(node.metrics.render())));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -61,6 +61,8 @@ pub struct JetStreamStore {
     pub(super) put_lock: Mutex<()>,
     /// Serializes appends of one message id across categories (`append.rs`).
     pub(super) id_locks: super::append::MessageIdLocks,
+    /// Where the chunks of the objects read last are (`object_index.rs`).
+    pub(super) object_indexes: super::object_index::ObjectIndexes,
 }
 
 pub(super) struct ConsumerHandle {
@@ -139,6 +141,7 @@ impl JetStreamStore {
             buckets,
             put_lock: Mutex::new(()),
             id_locks: Default::default(),
+            object_indexes: Default::default(),
         })
     }
 
@@ -417,5 +420,21 @@ impl Store for JetStreamStore {
         limit: usize,
     ) -> Result<ObjectChunk, StoreError> {
         self.get_object_impl(bucket, key, offset, limit).await
+    }
+
+    async fn read_object<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        sink: &mut W,
+    ) -> Result<ObjectInfo, StoreError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send,
+    {
+        self.read_object_impl(bucket, key, sink).await
+    }
+
+    async fn list_objects(&self, bucket: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        self.list_objects_impl(bucket).await
     }
 }

@@ -29,6 +29,18 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Bytes handed out by `get_object` and whole objects by `read_object`, for tests of
+    /// how callers read.
+    chunk_bytes: std::sync::atomic::AtomicU64,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl MemoryStore {
+    /// (bytes returned by `get_object`, objects copied by `read_object`) so far.
+    pub fn object_reads(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.chunk_bytes.load(Relaxed), self.reads.load(Relaxed))
+    }
 }
 
 impl MemoryStore {
@@ -237,11 +249,49 @@ impl Store for MemoryStore {
         }
         let start = offset as usize;
         let end = (start + limit).min(data.len());
+        self.chunk_bytes
+            .fetch_add((end - start) as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(ObjectChunk {
             info: info.clone(),
             data: data.slice(start..end),
             eof: end == data.len(),
         })
+    }
+
+    async fn read_object<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        sink: &mut W,
+    ) -> Result<ObjectInfo, StoreError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send,
+    {
+        use tokio::io::AsyncWriteExt;
+        let (info, data) = self
+            .state()
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned()
+            .ok_or_else(|| StoreError::ObjectNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })?;
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let copied = sink.write_all(&data).await.and(sink.flush().await);
+        copied.map_err(|e| StoreError::Unavailable(format!("copying object {key:?}: {e}")))?;
+        Ok(info)
+    }
+
+    async fn list_objects(&self, bucket: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        Ok(self
+            .state()
+            .objects
+            .iter()
+            .filter(|((b, _), _)| b == bucket)
+            .map(|(_, (info, _))| info.clone())
+            .collect())
     }
 }
 

@@ -16,10 +16,12 @@ pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;
+mod object_index;
 mod objects;
 pub mod report;
 
 pub use error::StoreError;
+pub use object_index::{ObjectReadCounters, object_read_counters};
 
 use crate::{
     config::ConsumerSpec,
@@ -198,6 +200,8 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
     ) -> impl Future<Output = Result<Option<ObjectInfo>, StoreError>> + Send;
 
+    /// At most `limit` bytes of the object from `offset`. Reads only what it answers with (give
+    /// or take the object's chunks at either end), wherever `offset` lies.
     fn get_object(
         &self,
         bucket: &str,
@@ -205,4 +209,21 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> impl Future<Output = Result<ObjectChunk, StoreError>> + Send;
+
+    /// Writes the whole object into `sink` in one pass (and flushes it): the way to copy a big
+    /// object out. The caller checks the bytes against the digest it expects.
+    fn read_object<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        sink: &mut W,
+    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send;
+
+    /// Every object in `bucket`, by key.
+    fn list_objects(
+        &self,
+        bucket: &str,
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, StoreError>> + Send;
 }

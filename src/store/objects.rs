@@ -1,21 +1,22 @@
 //! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts,
 //! chunked reads. Digests are `sha256:<hex>`; JetStream's own `SHA-256=<base64url>` is converted.
 //!
-//! Limits: GetObject at an offset reads the object from its start and skips (JetStream objects are
-//! chunked streams without an index), so reading a large object chunk by chunk costs quadratic
-//! bytes read on the nats-server side; fine for the artifact sizes of a plant (PDFs, recipes).
+//! GetObject at an offset reads only the chunks it answers with, through an index of the object's
+//! chunks (`object_index.rs`); reading a whole object (the firmware agent's copy of a bundle) is
+//! one pass over its chunks.
 
 use super::{ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore};
 use crate::{config::Config, fact::sha256_digest};
 use async_nats::jetstream::{
     self,
-    object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore},
+    object_store::{self, GetErrorKind, InfoErrorKind, ObjectMetadata, ObjectStore},
     stream::StorageType,
 };
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
 
 const MEDIA_TYPE_KEY: &str = "bsfg-media-type";
 
@@ -159,10 +160,13 @@ impl JetStreamStore {
             bucket: bucket.to_string(),
             key: key.to_string(),
         };
-        let info = self
-            .object_info_impl(bucket, key)
-            .await?
-            .ok_or_else(not_found)?;
+        let stored = match self.bucket(bucket)?.info(key).await {
+            Ok(stored) if stored.deleted => return Err(not_found()),
+            Ok(stored) => stored,
+            Err(e) if e.kind() == InfoErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(unavailable(&format!("object info of {key:?}"), e)),
+        };
+        let info = to_info(bucket, key, &stored)?;
         if offset > info.size {
             return Err(StoreError::ObjectOffset {
                 key: key.to_string(),
@@ -170,50 +174,73 @@ impl JetStreamStore {
                 size: info.size,
             });
         }
-        let mut object = self
-            .bucket(bucket)?
-            .get(key)
-            .await
-            .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-        let mut skip = offset;
-        let mut scratch = vec![0u8; 64 * 1024];
-        while skip > 0 {
-            let want = usize::try_from(skip)
-                .unwrap_or(usize::MAX)
-                .min(scratch.len());
-            let n = object
-                .read(&mut scratch[..want])
-                .await
-                .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "object {key:?} is shorter than its size"
-                )));
-            }
-            skip -= n as u64;
-        }
         let remaining = usize::try_from(info.size - offset).unwrap_or(usize::MAX);
         let take = remaining.min(limit);
-        let mut data = BytesMut::zeroed(take);
-        let mut filled = 0;
-        while filled < take {
-            let n = object
-                .read(&mut data[filled..])
-                .await
-                .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "object {key:?} is shorter than its size"
-                )));
-            }
-            filled += n;
-        }
+        let data = self
+            .object_indexes
+            .read(&self.js, bucket, &stored, offset, take)
+            .await?;
         let eof = offset + take as u64 == info.size;
-        Ok(ObjectChunk {
-            info,
-            data: data.freeze(),
-            eof,
-        })
+        Ok(ObjectChunk { info, data, eof })
+    }
+
+    /// The whole object copied into `sink` in one pass (one ordered consumer over its chunks;
+    /// async-nats checks the digest at the end).
+    pub(super) async fn read_object_impl<W>(
+        &self,
+        bucket: &str,
+        key: &str,
+        sink: &mut W,
+    ) -> Result<ObjectInfo, StoreError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Send,
+    {
+        let mut object = self.bucket(bucket)?.get(key).await.map_err(|e| {
+            if e.kind() == GetErrorKind::NotFound {
+                StoreError::ObjectNotFound {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                }
+            } else {
+                unavailable(&format!("reading object {key:?}"), e)
+            }
+        })?;
+        let info = to_info(bucket, key, object.info())?;
+        let copied = tokio::io::copy(&mut object, sink)
+            .await
+            .map_err(|e| unavailable(&format!("copying object {key:?}"), e))?;
+        sink.flush()
+            .await
+            .map_err(|e| unavailable(&format!("copying object {key:?}"), e))?;
+        if copied != info.size {
+            return Err(StoreError::Corrupt(format!(
+                "object {key:?} is {copied} bytes, not {} as its info says",
+                info.size
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Every object in `bucket` (those without a digest, which bsfg never puts, left out).
+    pub(super) async fn list_objects_impl(
+        &self,
+        bucket: &str,
+    ) -> Result<Vec<ObjectInfo>, StoreError> {
+        let context = format!("listing bucket {bucket:?}");
+        let mut list = self
+            .bucket(bucket)?
+            .list()
+            .await
+            .map_err(|e| unavailable(&context, e))?;
+        let mut out = Vec::new();
+        while let Some(item) = list.next().await {
+            let stored = item.map_err(|e| unavailable(&context, e))?;
+            if let Ok(info) = to_info(bucket, &stored.name, &stored) {
+                out.push(info);
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 }
 
