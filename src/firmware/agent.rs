@@ -37,6 +37,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
 };
+use tokio::io::AsyncReadExt;
 
 /// What the verifier learned about a bundle it accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +62,9 @@ pub trait Appliance {
     fn install(&self, bundle: &Path) -> Result<(), String>;
     fn reboot(&self) -> Result<(), String>;
 }
+
+/// How big a piece of a bundle is copied from the object store to its file at a time.
+const PIECE: usize = 128 * 1024;
 
 /// One pass: the oldest approved install, if any, carried out. Returns its attempt id.
 pub async fn run_once<S: Store, A: Appliance>(
@@ -271,31 +275,25 @@ pub async fn fetch_bundle<S: Store>(
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join(format!("{}.raucb", install.attempt));
     let temp = dir.join(format!(".{}.raucb.tmp", install.attempt));
-    let file = fs::OpenOptions::new()
+    let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&temp)
         .map_err(|e| format!("creating {}: {e}", temp.display()))?;
-    let mut sink = HashingFile {
-        file,
-        hasher: Sha256::new(),
-    };
-    let copied = store
-        .read_object(&install.bucket, &install.key, &mut sink)
+    let mut hasher = Sha256::new();
+    let copied = copy_hashing(store, install, &mut file, &mut hasher, &temp)
         .await
-        .map_err(|e| format!("reading {}/{}: {e}", install.bucket, install.key))
-        .and_then(|_| {
-            sink.file
-                .sync_all()
+        .and_then(|()| {
+            file.sync_all()
                 .map_err(|e| format!("syncing {}: {e}", temp.display()))
         });
     if let Err(e) = copied {
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    let digest = format!("sha256:{}", hex::encode(sink.hasher.finalize()));
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     if digest != install.digest {
         let _ = fs::remove_file(&temp);
         return Err(format!(
@@ -307,39 +305,30 @@ pub async fn fetch_bundle<S: Store>(
     Ok(path)
 }
 
-/// A file that hashes what is written to it. The writes block: the agent does one thing at a
-/// time, as it did when it wrote chunk by chunk.
-struct HashingFile {
-    file: fs::File,
-    hasher: Sha256,
-}
-
-impl tokio::io::AsyncWrite for HashingFile {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let written = this.file.write(buf);
-        if let Ok(n) = written {
-            this.hasher.update(&buf[..n]);
+/// The object's bytes into `file` and `hasher`, as they are read (one piece in memory, each
+/// byte read once).
+async fn copy_hashing<S: Store>(
+    store: &S,
+    install: &FirmwareInstall,
+    file: &mut fs::File,
+    hasher: &mut Sha256,
+    temp: &Path,
+) -> Result<(), String> {
+    let reading =
+        |e: &dyn std::fmt::Display| format!("reading {}/{}: {e}", install.bucket, install.key);
+    let (_, mut object) = store
+        .read_object(&install.bucket, &install.key)
+        .await
+        .map_err(|e| reading(&e))?;
+    let mut piece = vec![0u8; PIECE];
+    loop {
+        let n = object.read(&mut piece).await.map_err(|e| reading(&e))?;
+        if n == 0 {
+            return Ok(());
         }
-        std::task::Poll::Ready(written)
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(self.get_mut().file.flush())
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.poll_flush(cx)
+        hasher.update(&piece[..n]);
+        file.write_all(&piece[..n])
+            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
     }
 }
 

@@ -422,16 +422,14 @@ impl Store for JetStreamStore {
         self.get_object_impl(bucket, key, offset, limit).await
     }
 
-    async fn read_object<W>(
+    type ObjectReader = async_nats::jetstream::object_store::Object;
+
+    async fn read_object(
         &self,
         bucket: &str,
         key: &str,
-        sink: &mut W,
-    ) -> Result<ObjectInfo, StoreError>
-    where
-        W: tokio::io::AsyncWrite + Unpin + Send,
-    {
-        self.read_object_impl(bucket, key, sink).await
+    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
+        self.read_object_impl(bucket, key).await
     }
 
     async fn list_objects(&self, bucket: &str) -> Result<Vec<ObjectInfo>, StoreError> {

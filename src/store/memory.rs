@@ -258,16 +258,13 @@ impl Store for MemoryStore {
         })
     }
 
-    async fn read_object<W>(
+    type ObjectReader = std::io::Cursor<Bytes>;
+
+    async fn read_object(
         &self,
         bucket: &str,
         key: &str,
-        sink: &mut W,
-    ) -> Result<ObjectInfo, StoreError>
-    where
-        W: tokio::io::AsyncWrite + Unpin + Send,
-    {
-        use tokio::io::AsyncWriteExt;
+    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
         let (info, data) = self
             .state()
             .objects
@@ -279,9 +276,7 @@ impl Store for MemoryStore {
             })?;
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let copied = sink.write_all(&data).await.and(sink.flush().await);
-        copied.map_err(|e| StoreError::Unavailable(format!("copying object {key:?}: {e}")))?;
-        Ok(info)
+        Ok((info, std::io::Cursor::new(data)))
     }
 
     async fn list_objects(&self, bucket: &str) -> Result<Vec<ObjectInfo>, StoreError> {

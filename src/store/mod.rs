@@ -210,16 +210,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<ObjectChunk, StoreError>> + Send;
 
-    /// Writes the whole object into `sink` in one pass (and flushes it): the way to copy a big
-    /// object out. The caller checks the bytes against the digest it expects.
-    fn read_object<W>(
+    /// A whole object as it is read (what [`Store::read_object`] yields).
+    type ObjectReader: tokio::io::AsyncRead + Send + Unpin;
+
+    /// The object and its bytes from the first to the last, read as the caller goes, in one
+    /// pass — to copy a whole object out, e.g. a firmware bundle to a file.
+    /// [`StoreError::ObjectNotFound`] when there is none. The caller checks the bytes against the
+    /// digest it expects.
+    fn read_object(
         &self,
         bucket: &str,
         key: &str,
-        sink: &mut W,
-    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send
-    where
-        W: tokio::io::AsyncWrite + Unpin + Send;
+    ) -> impl Future<Output = Result<(ObjectInfo, Self::ObjectReader), StoreError>> + Send;
 
     /// Every object in `bucket`, by key.
     fn list_objects(

@@ -16,7 +16,6 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use tokio::io::AsyncWriteExt;
 
 const MEDIA_TYPE_KEY: &str = "bsfg-media-type";
 
@@ -184,18 +183,14 @@ impl JetStreamStore {
         Ok(ObjectChunk { info, data, eof })
     }
 
-    /// The whole object copied into `sink` in one pass (one ordered consumer over its chunks;
-    /// async-nats checks the digest at the end).
-    pub(super) async fn read_object_impl<W>(
+    /// The whole object, read in one pass (one ordered consumer over its chunks; async-nats
+    /// checks the digest at the end).
+    pub(super) async fn read_object_impl(
         &self,
         bucket: &str,
         key: &str,
-        sink: &mut W,
-    ) -> Result<ObjectInfo, StoreError>
-    where
-        W: tokio::io::AsyncWrite + Unpin + Send,
-    {
-        let mut object = self.bucket(bucket)?.get(key).await.map_err(|e| {
+    ) -> Result<(ObjectInfo, object_store::Object), StoreError> {
+        let object = self.bucket(bucket)?.get(key).await.map_err(|e| {
             if e.kind() == GetErrorKind::NotFound {
                 StoreError::ObjectNotFound {
                     bucket: bucket.to_string(),
@@ -206,19 +201,7 @@ impl JetStreamStore {
             }
         })?;
         let info = to_info(bucket, key, object.info())?;
-        let copied = tokio::io::copy(&mut object, sink)
-            .await
-            .map_err(|e| unavailable(&format!("copying object {key:?}"), e))?;
-        sink.flush()
-            .await
-            .map_err(|e| unavailable(&format!("copying object {key:?}"), e))?;
-        if copied != info.size {
-            return Err(StoreError::Corrupt(format!(
-                "object {key:?} is {copied} bytes, not {} as its info says",
-                info.size
-            )));
-        }
-        Ok(info)
+        Ok((info, object))
     }
 
     /// Every object in `bucket` (those without a digest, which bsfg never puts, left out).

@@ -347,8 +347,7 @@ pub struct ZoneOptions {
     /// `[categories.operational]` duplicate window.
     pub duplicate_window: String,
     pub limits_toml: String,
-    /// `limits.max_object_chunk_bytes` of the node (64 KiB unless set; at most 1 MiB, the
-    /// template's `max_request_bytes`).
+    /// `limits.max_object_chunk_bytes` (64 KiB unless set; at most 1 MiB, the request limit).
     pub max_object_chunk_bytes: u32,
     /// How often the node checks its certificate files for changes.
     pub reload_interval: String,
@@ -478,7 +477,7 @@ max_request_bytes = 1048576
 max_fact_bytes = 65536
 max_page = {max_page}
 max_wait = "5s"
-max_object_chunk_bytes = {chunk}
+max_object_chunk_bytes = {max_chunk}
 header_timeout = "2s"
 body_timeout = "2s"
 {limits}
@@ -518,9 +517,9 @@ operator = true
             nats = nats,
             dup = o.duplicate_window,
             limits = o.limits_toml,
-            chunk = o.max_object_chunk_bytes,
             reload = o.reload_interval,
             max_page = o.max_page,
+            max_chunk = o.max_object_chunk_bytes,
             peer_fetch = o
                 .peer_fetch
                 .iter()
