@@ -405,6 +405,14 @@ impl Store for JetStreamStore {
         self.put_object_impl(bucket, key, media_type, data).await
     }
 
+    async fn put_object_stream<R: tokio::io::AsyncRead + Send + Unpin>(
+        &self,
+        expected: super::ExpectedObject<'_>,
+        reader: R,
+    ) -> Result<ObjectInfo, StoreError> {
+        self.put_object_stream_impl(expected, reader).await
+    }
+
     async fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.object_info_impl(bucket, key).await
     }

@@ -18,6 +18,7 @@ pub mod jetstream;
 pub mod memory;
 mod objects;
 pub mod report;
+mod verify;
 
 pub use error::StoreError;
 
@@ -28,6 +29,7 @@ use crate::{
 };
 use bytes::Bytes;
 use std::{future::Future, time::Duration};
+use tokio::io::AsyncRead;
 
 /// A validated fact to append, with its idempotency content hash.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,17 @@ pub struct ObjectInfo {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
+}
+
+/// An artifact to store from a stream, and what its bytes must be before it becomes visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedObject<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub media_type: &'a str,
+    pub size: u64,
+    /// `sha256:<hex>`
+    pub digest: &'a str,
 }
 
 /// A bounded piece of an artifact.
@@ -183,12 +196,26 @@ pub trait Store: Send + Sync + 'static {
         category: Category,
     ) -> impl Future<Output = Result<CategoryFill, StoreError>> + Send;
 
+    /// Stores `data` (a PutObject: the bytes are whole, their digest is computed here), as
+    /// [`Store::put_object_stream`] does.
     fn put_object(
         &self,
         bucket: &str,
         key: &str,
         media_type: &str,
         data: Bytes,
+    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// Stores the bytes `reader` yields as `expected.key`, holding only a chunk of them at a
+    /// time. The object becomes visible only once every byte arrived and they are
+    /// `expected.size` bytes with `expected.digest`; otherwise nothing is left of it and the error
+    /// is [`StoreError::ObjectMismatch`] (other bytes) or [`StoreError::ObjectSource`] (`reader`
+    /// failed). The key already stored with that digest and size → that object, and `reader` is
+    /// not read; with another digest → [`StoreError::ObjectExists`].
+    fn put_object_stream<R: AsyncRead + Send + Unpin>(
+        &self,
+        expected: ExpectedObject<'_>,
+        reader: R,
     ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
 
     /// `Ok(None)` when no such object exists.

@@ -5,7 +5,10 @@
 //! chunked streams without an index), so reading a large object chunk by chunk costs quadratic
 //! bytes read on the nats-server side; fine for the artifact sizes of a plant (PDFs, recipes).
 
-use super::{ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore};
+use super::{
+    ExpectedObject, ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore,
+    verify::VerifyingReader,
+};
 use crate::{config::Config, fact::sha256_digest};
 use async_nats::jetstream::{
     self,
@@ -14,8 +17,9 @@ use async_nats::jetstream::{
 };
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
-use std::collections::{BTreeMap, HashMap};
-use tokio::io::AsyncReadExt;
+use futures::TryStreamExt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 const MEDIA_TYPE_KEY: &str = "bsfg-media-type";
 
@@ -43,9 +47,74 @@ pub async fn ensure_buckets(
                 .await
                 .map_err(|e| unavailable(&format!("creating bucket {}", spec.name), e))?,
         };
+        // What a put left behind when the node stopped midway (killed, power cut).
+        if let Err(e) = purge_unreferenced_chunks(js, &spec.name).await {
+            tracing::warn!(bucket = %spec.name, error = %e, "cannot purge the chunks of unfinished puts");
+        }
         out.insert(spec.name.clone(), store);
     }
     Ok(out)
+}
+
+/// Purges the chunks no object's metadata names: those of a put that failed (its reader refused
+/// the bytes, or its source or JetStream failed midway) or that the node did not finish (killed,
+/// power cut). Safe only while no put of the bucket is under way: called under the put lock, and
+/// at start-up before the node serves (one node per JetStream domain, SPEC §1). Returns how many
+/// chunk subjects were purged.
+pub async fn purge_unreferenced_chunks(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<usize, StoreError> {
+    let context = |what: &str| format!("{what} of bucket {bucket:?}");
+    let store = js
+        .get_object_store(bucket)
+        .await
+        .map_err(|e| unavailable(&context("opening"), e))?;
+    let stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .map_err(|e| unavailable(&context("opening the stream"), e))?;
+    let chunk_prefix = format!("$O.{bucket}.C.");
+    let chunks: Vec<String> = stream
+        .info_with_subjects(format!("{chunk_prefix}>"))
+        .await
+        .map_err(|e| unavailable(&context("listing the chunks"), e))?
+        .map_ok(|(subject, _count)| subject)
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(&context("listing the chunks"), e))?;
+    if chunks.is_empty() {
+        return Ok(0);
+    }
+    let referenced: BTreeSet<String> = store
+        .list()
+        .await
+        .map_err(|e| unavailable(&context("listing the objects"), e))?
+        .map_ok(|info| info.nuid)
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(&context("listing the objects"), e))?;
+    let mut purged = 0;
+    for subject in chunks {
+        let Some(nuid) = subject.strip_prefix(&chunk_prefix) else {
+            continue;
+        };
+        if referenced.contains(nuid) {
+            continue;
+        }
+        stream
+            .purge()
+            .filter(&subject)
+            .await
+            .map_err(|e| unavailable(&format!("purging {subject}"), e))?;
+        tracing::info!(
+            bucket,
+            subject,
+            "purged the chunks of an object that was never completed"
+        );
+        purged += 1;
+    }
+    Ok(purged)
 }
 
 /// `SHA-256=<base64url>` (JetStream) → `sha256:<hex>`.
@@ -106,6 +175,7 @@ impl JetStreamStore {
         }
     }
 
+    /// A PutObject: the bytes are whole, so their digest is what they are checked against.
     pub(super) async fn put_object_impl(
         &self,
         bucket: &str,
@@ -113,11 +183,34 @@ impl JetStreamStore {
         media_type: &str,
         data: Bytes,
     ) -> Result<ObjectInfo, StoreError> {
-        let store = self.bucket(bucket)?;
         let digest = sha256_digest(&data);
+        let expected = ExpectedObject {
+            bucket,
+            key,
+            media_type,
+            size: data.len() as u64,
+            digest: &digest,
+        };
+        self.put_object_stream_impl(expected, &data[..]).await
+    }
+
+    /// The object is written by async-nats's `put`, which publishes the chunks as it reads them
+    /// and the metadata (what makes the object visible) only after the reader's end: the
+    /// [`VerifyingReader`] fails the read on anything but the expected bytes, so `put` fails
+    /// before the metadata. The chunks it had published are left behind under a fresh nuid
+    /// (a retry writes under another one, so they are never overwritten): they are purged here.
+    pub(super) async fn put_object_stream_impl<R: AsyncRead + Send + Unpin>(
+        &self,
+        expected: ExpectedObject<'_>,
+        reader: R,
+    ) -> Result<ObjectInfo, StoreError> {
+        let (bucket, key) = (expected.bucket, expected.key);
+        let store = self.bucket(bucket)?;
+        // Held for the whole transfer: the existence check, the put and the purge of a failed
+        // put's chunks see no other put of this node.
         let _serial = self.put_lock.lock().await;
         if let Some(existing) = self.object_info_impl(bucket, key).await? {
-            if existing.digest == digest && existing.size == data.len() as u64 {
+            if existing.digest == expected.digest && existing.size == expected.size {
                 return Ok(existing);
             }
             return Err(StoreError::ObjectExists {
@@ -130,19 +223,29 @@ impl JetStreamStore {
             name: key.to_string(),
             description: None,
             chunk_size: None,
-            metadata: HashMap::from([(MEDIA_TYPE_KEY.to_string(), media_type.to_string())]),
+            metadata: HashMap::from([(
+                MEDIA_TYPE_KEY.to_string(),
+                expected.media_type.to_string(),
+            )]),
             headers: None,
         };
-        let mut reader: &[u8] = &data;
-        let info = store
-            .put(meta, &mut reader)
-            .await
-            .map_err(|e| unavailable(&format!("storing object {key:?}"), e))?;
+        let mut verified = VerifyingReader::new(reader, &expected);
+        let info = match store.put(meta, &mut verified).await {
+            Ok(info) => info,
+            Err(e) => {
+                if let Err(purge) = purge_unreferenced_chunks(&self.js, bucket).await {
+                    tracing::warn!(bucket, key, error = %purge, "cannot purge the chunks of a failed put; they stay until the next start or failed put");
+                }
+                return Err(verified
+                    .failure(key)
+                    .unwrap_or_else(|| unavailable(&format!("storing object {key:?}"), e)));
+            }
+        };
         let stored = to_info(bucket, key, &info)?;
-        if stored.digest != digest {
+        if stored.digest != expected.digest {
             return Err(StoreError::Corrupt(format!(
-                "object {key:?} stored with digest {} but sent with {digest}",
-                stored.digest
+                "object {key:?} stored with digest {} but sent with {}",
+                stored.digest, expected.digest
             )));
         }
         Ok(stored)

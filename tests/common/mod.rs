@@ -347,6 +347,8 @@ pub struct ZoneOptions {
     /// `[categories.operational]` duplicate window.
     pub duplicate_window: String,
     pub limits_toml: String,
+    /// `limits.max_object_chunk_bytes` (64 KiB unless set; at most 1 MiB, the request limit).
+    pub max_object_chunk_bytes: u32,
     /// How often the node checks its certificate files for changes.
     pub reload_interval: String,
     /// CRL files for `tls.crls`.
@@ -378,6 +380,7 @@ impl Default for ZoneOptions {
             extra_toml: String::new(),
             duplicate_window: "2m".into(),
             limits_toml: String::new(),
+            max_object_chunk_bytes: 65536,
             reload_interval: "200ms".into(),
             crls: Vec::new(),
             pki: None,
@@ -474,7 +477,7 @@ max_request_bytes = 1048576
 max_fact_bytes = 65536
 max_page = {max_page}
 max_wait = "5s"
-max_object_chunk_bytes = 65536
+max_object_chunk_bytes = {max_chunk}
 header_timeout = "2s"
 body_timeout = "2s"
 {limits}
@@ -516,6 +519,7 @@ operator = true
             limits = o.limits_toml,
             reload = o.reload_interval,
             max_page = o.max_page,
+            max_chunk = o.max_object_chunk_bytes,
             peer_fetch = o
                 .peer_fetch
                 .iter()
