@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine;
-use common::{PEER, PRODUCER, Zone};
+use common::{PEER, PRODUCER, Zone, js};
 use sha2::{Digest, Sha256};
 
 fn b64(data: &[u8]) -> String {
@@ -146,5 +146,46 @@ fn facts_may_only_reference_artifacts_stored_as_referenced() {
     assert_eq!(
         zone.curl(PEER).fetch("to-idmz", 10).json()["highWatermark"],
         "1"
+    );
+}
+
+/// The chunks of a put the node never finished (killed or powered off while an artifact was
+/// coming in: chunks published, no metadata) are purged when it starts again; stored objects keep
+/// theirs.
+#[test]
+fn chunks_of_a_put_the_node_never_finished_are_purged_when_it_starts() {
+    let mut zone = Zone::start();
+    let url = zone.nats.url();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    js::put_object_direct(&url, "batch-files", "whole.bin", "text/plain", &data);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = async_nats::connect(&url).await.expect("connect to nats");
+        let context = async_nats::jetstream::new(client);
+        for _ in 0..2 {
+            context
+                .publish("$O.batch-files.C.UNFINISHEDPUT", vec![1u8; 1000].into())
+                .await
+                .expect("publish")
+                .await
+                .expect("ack");
+        }
+    });
+    let chunks = js::object_chunks(&url, "batch-files", "whole.bin");
+    assert_eq!(js::object_stream_messages(&url, "batch-files"), chunks + 3);
+
+    zone.restart_node();
+    assert_eq!(
+        js::object_stream_messages(&url, "batch-files"),
+        chunks + 1,
+        "only the stored object's chunks and metadata are left"
+    );
+    assert!(
+        zone.node
+            .log_contains("purged the chunks of an object that was never completed")
+    );
+    assert_eq!(
+        js::get_object_direct(&url, "batch-files", "whole.bin").as_deref(),
+        Some(data.as_slice())
     );
 }

@@ -27,6 +27,7 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
 };
+use tokio::io::AsyncReadExt;
 
 /// What the verifier learned about a bundle it accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +53,8 @@ pub trait Appliance {
     fn reboot(&self) -> Result<(), String>;
 }
 
-/// How big a piece of a bundle is read from the object store at a time.
-const CHUNK: usize = 1024 * 1024;
+/// How big a piece of a bundle is copied from the object store to its file at a time.
+const CHUNK: usize = 128 * 1024;
 
 /// One pass: the oldest approved install, if any, carried out. Returns its attempt id.
 pub async fn run_once<S: Store, A: Appliance>(
@@ -270,20 +271,23 @@ pub async fn fetch_bundle<S: Store>(
         .mode(0o600)
         .open(&temp)
         .map_err(|e| format!("creating {}: {e}", temp.display()))?;
+    // Read as a stream (one piece in memory, each byte read once), not GetObject's chunks.
+    let reading =
+        |e: &dyn std::fmt::Display| format!("reading {}/{}: {e}", install.bucket, install.key);
+    let (_, mut object) = store
+        .read_object(&install.bucket, &install.key)
+        .await
+        .map_err(|e| reading(&e))?;
     let mut hasher = Sha256::new();
-    let mut offset = 0u64;
+    let mut piece = vec![0u8; CHUNK];
     loop {
-        let chunk = store
-            .get_object(&install.bucket, &install.key, offset, CHUNK)
-            .await
-            .map_err(|e| format!("reading {}/{}: {e}", install.bucket, install.key))?;
-        hasher.update(&chunk.data);
-        file.write_all(&chunk.data)
-            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
-        offset += chunk.data.len() as u64;
-        if chunk.eof || chunk.data.is_empty() {
+        let n = object.read(&mut piece).await.map_err(|e| reading(&e))?;
+        if n == 0 {
             break;
         }
+        hasher.update(&piece[..n]);
+        file.write_all(&piece[..n])
+            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
     }
     file.sync_all()
         .map_err(|e| format!("syncing {}: {e}", temp.display()))?;

@@ -413,6 +413,16 @@ impl Store for JetStreamStore {
         self.put_object_stream_impl(expected, reader).await
     }
 
+    type ObjectReader = async_nats::jetstream::object_store::Object;
+
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
+        self.read_object_impl(bucket, key).await
+    }
+
     async fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.object_info_impl(bucket, key).await
     }

@@ -245,6 +245,24 @@ impl Store for MemoryStore {
         Ok(info)
     }
 
+    type ObjectReader = std::io::Cursor<Bytes>;
+
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
+        let state = self.state();
+        let (info, data) = state
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .ok_or_else(|| StoreError::ObjectNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            })?;
+        Ok((info.clone(), std::io::Cursor::new(data.clone())))
+    }
+
     async fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         Ok(self
             .state()

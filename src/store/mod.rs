@@ -218,6 +218,18 @@ pub trait Store: Send + Sync + 'static {
         reader: R,
     ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
 
+    /// A whole object as it is read (what [`Store::read_object`] yields).
+    type ObjectReader: AsyncRead + Send + Unpin;
+
+    /// The object and its bytes from the first to the last, read as the caller goes (one chunk
+    /// in memory at a time) — to copy a whole object out, e.g. a firmware bundle to a file.
+    /// [`StoreError::ObjectNotFound`] when there is none.
+    fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(ObjectInfo, Self::ObjectReader), StoreError>> + Send;
+
     /// `Ok(None)` when no such object exists.
     fn object_info(
         &self,

@@ -1,9 +1,16 @@
 //! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts,
 //! chunked reads. Digests are `sha256:<hex>`; JetStream's own `SHA-256=<base64url>` is converted.
 //!
+//! A put streams: async-nats publishes each chunk as it reads it and the object's metadata — what
+//! makes it visible — after the last; [`VerifyingReader`] fails the read on any other bytes than
+//! the announced ones, and the chunks of a put that failed are purged
+//! ([`purge_unreferenced_chunks`]). No put or read holds a whole object in memory.
+//!
 //! Limits: GetObject at an offset reads the object from its start and skips (JetStream objects are
 //! chunked streams without an index), so reading a large object chunk by chunk costs quadratic
-//! bytes read on the nats-server side; fine for the artifact sizes of a plant (PDFs, recipes).
+//! bytes read on the nats-server side (a peer pulling a 120 MB bundle in 1 MiB chunks reads ~7 GB
+//! here); a whole object copied out locally goes through `read_object`, once. A put holds the put
+//! lock for its whole transfer: a PutObject waits behind an artifact the pull is bringing over.
 
 use super::{
     ExpectedObject, ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore,
@@ -47,10 +54,6 @@ pub async fn ensure_buckets(
                 .await
                 .map_err(|e| unavailable(&format!("creating bucket {}", spec.name), e))?,
         };
-        // What a put left behind when the node stopped midway (killed, power cut).
-        if let Err(e) = purge_unreferenced_chunks(js, &spec.name).await {
-            tracing::warn!(bucket = %spec.name, error = %e, "cannot purge the chunks of unfinished puts");
-        }
         out.insert(spec.name.clone(), store);
     }
     Ok(out)
@@ -59,8 +62,10 @@ pub async fn ensure_buckets(
 /// Purges the chunks no object's metadata names: those of a put that failed (its reader refused
 /// the bytes, or its source or JetStream failed midway) or that the node did not finish (killed,
 /// power cut). Safe only while no put of the bucket is under way: called under the put lock, and
-/// at start-up before the node serves (one node per JetStream domain, SPEC §1). Returns how many
-/// chunk subjects were purged.
+/// by `bsfg serve` before it serves ([`JetStreamStore::purge_unfinished_puts`]) — never when the
+/// store is opened by another command (`skip-gap`, the firmware agent) beside a running node.
+/// Only the node puts (one node per JetStream domain, SPEC §1). Returns how many chunk subjects
+/// were purged.
 pub async fn purge_unreferenced_chunks(
     js: &jetstream::Context,
     bucket: &str,
@@ -175,6 +180,16 @@ impl JetStreamStore {
         }
     }
 
+    /// Purges in every bucket what puts left when the node stopped midway (killed, power cut).
+    /// For `bsfg serve`, before it serves: see [`purge_unreferenced_chunks`] for why only then.
+    pub async fn purge_unfinished_puts(&self) {
+        for bucket in self.buckets.keys() {
+            if let Err(e) = purge_unreferenced_chunks(&self.js, bucket).await {
+                tracing::warn!(bucket, error = %e, "cannot purge the chunks of unfinished puts");
+            }
+        }
+    }
+
     /// A PutObject: the bytes are whole, so their digest is what they are checked against.
     pub(super) async fn put_object_impl(
         &self,
@@ -251,6 +266,27 @@ impl JetStreamStore {
         Ok(stored)
     }
 
+    /// The object and a reader from its first byte: async-nats's, which fetches the chunks as they
+    /// are read (an ordered consumer, flow-controlled) and checks the digest at the end.
+    pub(super) async fn read_object_impl(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, object_store::Object), StoreError> {
+        let info = self.object_info_impl(bucket, key).await?.ok_or_else(|| {
+            StoreError::ObjectNotFound {
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+            }
+        })?;
+        let object = self
+            .bucket(bucket)?
+            .get(key)
+            .await
+            .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
+        Ok((info, object))
+    }
+
     pub(super) async fn get_object_impl(
         &self,
         bucket: &str,
@@ -258,14 +294,7 @@ impl JetStreamStore {
         offset: u64,
         limit: usize,
     ) -> Result<ObjectChunk, StoreError> {
-        let not_found = || StoreError::ObjectNotFound {
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-        };
-        let info = self
-            .object_info_impl(bucket, key)
-            .await?
-            .ok_or_else(not_found)?;
+        let (info, mut object) = self.read_object_impl(bucket, key).await?;
         if offset > info.size {
             return Err(StoreError::ObjectOffset {
                 key: key.to_string(),
@@ -273,11 +302,6 @@ impl JetStreamStore {
                 size: info.size,
             });
         }
-        let mut object = self
-            .bucket(bucket)?
-            .get(key)
-            .await
-            .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
         let mut skip = offset;
         let mut scratch = vec![0u8; 64 * 1024];
         while skip > 0 {
