@@ -180,13 +180,16 @@ fn incompressible(len: usize) -> Vec<u8> {
     out
 }
 
-/// A 48 MiB artifact (a firmware bundle's order of size) crosses a pull byte for byte, and the
-/// receiving node never holds it: its peak resident set grows by far less than the object (the
-/// appliance runs the node under MemoryMax=384M and bundles are ~120 MB).
+/// A 48 MiB artifact (a firmware bundle's order of size) crosses a pull byte for byte, and neither
+/// node holds it: the peak resident set of the receiving node (streaming it into its store) and of
+/// the serving node (answering 48 GetObject calls of 1 MiB) grows by far less than the object (the
+/// appliance runs the node under MemoryMax=384M and bundles are ~120 MB). Measured: +5 MiB and
+/// +4 MiB; before streaming, +51 MiB (the object in one buffer) and +34 MiB (async-nats's
+/// reader, a push consumer nats-server runs up to 32 MiB ahead).
 #[test]
 fn a_large_artifact_is_replicated_without_holding_it_in_memory() {
     const SIZE: usize = 48 * 1024 * 1024;
-    const BOUND: u64 = 40 * 1024 * 1024;
+    const BOUND: u64 = 16 * 1024 * 1024;
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = std::sync::Arc::new(common::Pki::new(&estate.path().join("pki"), "estate CA"));
     let plant_port = common::free_port();
@@ -268,13 +271,18 @@ fn a_large_artifact_is_replicated_without_holding_it_in_memory() {
         digest
     );
     assert!(arrived == data, "byte-identical");
-    assert!(
-        peak.saturating_sub(rss_before) < BOUND,
-        "the receiving node's peak resident set grew by {} KiB (from {} KiB to {} KiB) for a {} KiB object; the bound is {} KiB",
-        peak.saturating_sub(rss_before) / 1024,
-        rss_before / 1024,
-        peak / 1024,
-        SIZE / 1024,
-        BOUND / 1024
-    );
+    for (node, before, peak) in [
+        ("receiving", rss_before, peak),
+        ("serving", plant_rss_before, plant_peak),
+    ] {
+        assert!(
+            peak.saturating_sub(before) < BOUND,
+            "the {node} node's peak resident set grew by {} KiB (from {} KiB to {} KiB) for a {} KiB object; the bound is {} KiB",
+            peak.saturating_sub(before) / 1024,
+            before / 1024,
+            peak / 1024,
+            SIZE / 1024,
+            BOUND / 1024
+        );
+    }
 }

@@ -59,6 +59,8 @@ pub struct JetStreamStore {
     pub(super) buckets: BTreeMap<String, ObjectStore>,
     /// Serializes puts so "exists with other bytes" is decided without a race.
     pub(super) put_lock: Mutex<()>,
+    /// Where recent GetObject calls stopped, so a walk through an object reads each byte once.
+    pub(super) resume: super::object_read::ResumePoints,
     /// Serializes appends of one message id across categories (`append.rs`).
     pub(super) id_locks: super::append::MessageIdLocks,
 }
@@ -138,6 +140,7 @@ impl JetStreamStore {
             appended,
             buckets,
             put_lock: Mutex::new(()),
+            resume: Default::default(),
             id_locks: Default::default(),
         })
     }
@@ -413,7 +416,7 @@ impl Store for JetStreamStore {
         self.put_object_stream_impl(expected, reader).await
     }
 
-    type ObjectReader = async_nats::jetstream::object_store::Object;
+    type ObjectReader = super::object_read::ChunkReader;
 
     async fn read_object(
         &self,

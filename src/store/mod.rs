@@ -16,6 +16,7 @@ pub mod gap;
 pub mod jetstream;
 #[cfg(test)]
 pub mod memory;
+mod object_read;
 mod objects;
 pub mod report;
 mod verify;

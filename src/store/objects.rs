@@ -1,20 +1,17 @@
-//! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts,
-//! chunked reads. Digests are `sha256:<hex>`; JetStream's own `SHA-256=<base64url>` is converted.
+//! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts
+//! (reads are in `object_read.rs`). Digests are `sha256:<hex>`; JetStream's own
+//! `SHA-256=<base64url>` is converted.
 //!
 //! A put streams: async-nats publishes each chunk as it reads it and the object's metadata — what
 //! makes it visible — after the last; [`VerifyingReader`] fails the read on any other bytes than
 //! the announced ones, and the chunks of a put that failed are purged
 //! ([`purge_unreferenced_chunks`]). No put or read holds a whole object in memory.
 //!
-//! Limits: GetObject at an offset reads the object from its start and skips (JetStream objects are
-//! chunked streams without an index), so reading a large object chunk by chunk costs quadratic
-//! bytes read on the nats-server side (a peer pulling a 120 MB bundle in 1 MiB chunks reads ~7 GB
-//! here); a whole object copied out locally goes through `read_object`, once. A put holds the put
-//! lock for its whole transfer: a PutObject waits behind an artifact the pull is bringing over.
+//! Limits: a put holds the put lock for its whole transfer: a PutObject waits behind an artifact
+//! the pull is bringing over from a peer.
 
 use super::{
-    ExpectedObject, ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore,
-    verify::VerifyingReader,
+    ExpectedObject, ObjectInfo, StoreError, jetstream::JetStreamStore, verify::VerifyingReader,
 };
 use crate::{config::Config, fact::sha256_digest};
 use async_nats::jetstream::{
@@ -23,14 +20,14 @@ use async_nats::jetstream::{
     stream::StorageType,
 };
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 const MEDIA_TYPE_KEY: &str = "bsfg-media-type";
 
-fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{context}: {e}"))
 }
 
@@ -132,7 +129,7 @@ fn digest_from_nats(digest: &str) -> Option<String> {
     Some(format!("sha256:{}", hex::encode(raw)))
 }
 
-fn to_info(
+pub(super) fn to_info(
     bucket: &str,
     key: &str,
     info: &object_store::ObjectInfo,
@@ -158,7 +155,7 @@ fn to_info(
 }
 
 impl JetStreamStore {
-    fn bucket(&self, bucket: &str) -> Result<&ObjectStore, StoreError> {
+    pub(super) fn bucket(&self, bucket: &str) -> Result<&ObjectStore, StoreError> {
         self.buckets
             .get(bucket)
             .ok_or_else(|| StoreError::ObjectNotFound {
@@ -264,83 +261,6 @@ impl JetStreamStore {
             )));
         }
         Ok(stored)
-    }
-
-    /// The object and a reader from its first byte: async-nats's, which fetches the chunks as they
-    /// are read (an ordered consumer, flow-controlled) and checks the digest at the end.
-    pub(super) async fn read_object_impl(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(ObjectInfo, object_store::Object), StoreError> {
-        let info = self.object_info_impl(bucket, key).await?.ok_or_else(|| {
-            StoreError::ObjectNotFound {
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-            }
-        })?;
-        let object = self
-            .bucket(bucket)?
-            .get(key)
-            .await
-            .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-        Ok((info, object))
-    }
-
-    pub(super) async fn get_object_impl(
-        &self,
-        bucket: &str,
-        key: &str,
-        offset: u64,
-        limit: usize,
-    ) -> Result<ObjectChunk, StoreError> {
-        let (info, mut object) = self.read_object_impl(bucket, key).await?;
-        if offset > info.size {
-            return Err(StoreError::ObjectOffset {
-                key: key.to_string(),
-                offset,
-                size: info.size,
-            });
-        }
-        let mut skip = offset;
-        let mut scratch = vec![0u8; 64 * 1024];
-        while skip > 0 {
-            let want = usize::try_from(skip)
-                .unwrap_or(usize::MAX)
-                .min(scratch.len());
-            let n = object
-                .read(&mut scratch[..want])
-                .await
-                .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "object {key:?} is shorter than its size"
-                )));
-            }
-            skip -= n as u64;
-        }
-        let remaining = usize::try_from(info.size - offset).unwrap_or(usize::MAX);
-        let take = remaining.min(limit);
-        let mut data = BytesMut::zeroed(take);
-        let mut filled = 0;
-        while filled < take {
-            let n = object
-                .read(&mut data[filled..])
-                .await
-                .map_err(|e| unavailable(&format!("reading object {key:?}"), e))?;
-            if n == 0 {
-                return Err(StoreError::Corrupt(format!(
-                    "object {key:?} is shorter than its size"
-                )));
-            }
-            filled += n;
-        }
-        let eof = offset + take as u64 == info.size;
-        Ok(ObjectChunk {
-            info,
-            data: data.freeze(),
-            eof,
-        })
     }
 }
 
