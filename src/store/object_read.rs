@@ -109,9 +109,10 @@ impl ChunkReader {
                 skip: len - self.chunk.len(),
                 offset: self.offset,
             },
+            // Between chunks, or before the first (whose skip is still to come).
             _ => Position {
                 sequence: self.next_sequence,
-                skip: 0,
+                skip: self.skip,
                 offset: self.offset,
             },
         }
