@@ -325,6 +325,8 @@ async fn run(
         Some(s) => Arc::new(s),
         None => return ExitCode::from(EXIT_UNAVAILABLE),
     };
+    // What an artifact's put left in the Object Store when the node stopped midway.
+    store.purge_unfinished_puts().await;
     let node = Arc::new(Node {
         config: config.clone(),
         store,

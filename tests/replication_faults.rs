@@ -749,3 +749,114 @@ fn full_page_confirms_after_the_sender_nats_server_lost_acks() {
         probe::consumer_state(&plant.nats.url(), STREAM, CONSUMER)
     );
 }
+
+/// A 6 MiB artifact whose transfer is cut midway (after ~3 MiB of GetObject chunks): idmz shows no
+/// part of it — no object, and none of the chunks its streamed put had already written (they are
+/// purged, not left to fill the bucket) — and the retry brings it whole, stored once.
+#[test]
+fn an_artifact_cut_midway_leaves_nothing_behind_and_the_retry_brings_it_whole() {
+    const SIZE: usize = 6 * 1024 * 1024;
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
+    let p_plant = free_port();
+    let plant = Zone::start_with(ZoneOptions {
+        zone: "plant-a".into(),
+        pki: Some(pki.clone()),
+        port: Some(p_plant),
+        max_object_chunk_bytes: 512 * 1024,
+        ..Default::default()
+    });
+    let proxy = Proxy::start(p_plant);
+    let idmz = Zone::start_with(ZoneOptions {
+        zone: "idmz".into(),
+        extra_toml: format!(
+            "[[pulls]]\nname = \"from-plant\"\npeer_url = \"{}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"to-idmz\"\ncategory = \"operational\"\naccept_from_zones = [\"plant-a\"]\nidle_wait = \"1s\"\n",
+            proxy.url()
+        ),
+        pki: Some(pki),
+        ..Default::default()
+    });
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data))
+    );
+    let key = "fw/bundle-2.raucb";
+    common::js::put_object_direct(
+        &plant.nats.url(),
+        "batch-files",
+        key,
+        "application/octet-stream",
+        &data,
+    );
+    assert_eq!(
+        common::js::object_stream_messages(&idmz.nats.url(), "batch-files"),
+        0
+    );
+
+    // The pull's connection is live (its long polls); the next one is refused for a while, so
+    // the state after the cut can be seen before the retry.
+    proxy.cut_after(3 * 1024 * 1024);
+    proxy.refuse_for(Duration::from_secs(12));
+    let cuts_before = proxy.stats().cuts.load(Ordering::SeqCst);
+    producer::append_all(
+        producer::client(
+            &plant.url(),
+            "plant-a-bsfg",
+            &plant.pki.dir,
+            &plant.pki.ca_path,
+            PRODUCER,
+        ),
+        vec![producer::fact(
+            "bundle-2",
+            "plant-a",
+            format!(
+                "{{\"bucket\":\"batch-files\",\"digest\":\"{digest}\",\"key\":\"{key}\",\"media_type\":\"application/octet-stream\",\"size\":{SIZE}}}"
+            ),
+            "application/octet-stream",
+        )],
+        1,
+    );
+    common::observe::eventually("the transfer is cut", Duration::from_secs(8), || {
+        proxy.stats().cuts.load(Ordering::SeqCst) > cuts_before
+    });
+    common::observe::eventually(
+        "the failed put's chunks are purged",
+        Duration::from_secs(3),
+        || common::js::object_stream_messages(&idmz.nats.url(), "batch-files") == 0,
+    );
+    assert!(
+        idmz.node
+            .wait_for_log("pull failed; retrying", Duration::from_secs(1))
+            && idmz
+                .node
+                .log_contains("purged the chunks of an object that was never completed"),
+        "the put failed midway and its chunks were purged:\n{}",
+        idmz.node.log()
+    );
+    assert!(
+        common::js::get_object_direct(&idmz.nats.url(), "batch-files", key).is_none(),
+        "no object after the cut"
+    );
+    assert_eq!(
+        common::js::last_sequence(&idmz.nats.url(), STREAM),
+        0,
+        "nor its fact"
+    );
+
+    wait_for_count(
+        &idmz.nats.url(),
+        1,
+        Duration::from_secs(60),
+        "the bundle's fact in idmz after the retry",
+        || idmz.node.log(),
+    );
+    let arrived = common::js::get_object_direct(&idmz.nats.url(), "batch-files", key)
+        .expect("the object after the retry");
+    assert!(arrived == data, "byte-identical");
+    // One object: its chunks and its metadata, nothing of the failed attempt.
+    assert_eq!(
+        common::js::object_stream_messages(&idmz.nats.url(), "batch-files"),
+        common::js::object_chunks(&idmz.nats.url(), "batch-files", key) + 1
+    );
+}

@@ -10,9 +10,12 @@
 //! metric, log, `bsfg status`); other pulls go on. Transient errors back off exponentially with
 //! jitter, capped at 5 s; the first success resets the backoff.
 //!
-//! Limits: one page at a time per pull (no pipelining yet); artifacts are held in memory while
-//! they are fetched (bounded by the request limit per chunk and the reference's size).
+//! Artifacts are streamed into the store chunk by chunk (`artifact.rs`): the node holds one
+//! GetObject chunk at a time, never a whole object.
+//!
+//! Limits: one page at a time per pull (no pipelining yet).
 
+mod artifact;
 pub mod boundary;
 mod error;
 pub mod peer;
@@ -21,7 +24,7 @@ pub mod status_line;
 
 use crate::{
     config::{Config, PullSpec},
-    fact::{self, parse_artifact_ref, validate_append},
+    fact::{self, validate_append},
     ops::metrics::Metrics,
     proto::{AppendFactRequest, StoredFact},
     rpc::client::ClientError,
@@ -29,7 +32,6 @@ use crate::{
 };
 pub use error::PullError;
 use peer::Peer;
-use sha2::{Digest, Sha256};
 use status::{PullStatus, now_unix_ms};
 use std::{
     sync::{Arc, Mutex},
@@ -275,85 +277,6 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             ))),
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn replicate_artifact(
-        &self,
-        offset: u64,
-        object_json: &str,
-        media_type: &str,
-    ) -> Result<u64, PullError> {
-        let reference =
-            parse_artifact_ref(object_json, media_type).map_err(|e| PullError::Invalid {
-                offset,
-                problem: e.to_string(),
-            })?;
-        let mismatch = |problem: String| PullError::Artifact {
-            key: reference.key.clone(),
-            problem,
-        };
-        if let Some(local) = self
-            .store
-            .object_info(&reference.bucket, &reference.key)
-            .await?
-        {
-            if local.digest == reference.digest && local.size == reference.size {
-                return Ok(0);
-            }
-            return Err(mismatch(format!(
-                "stored here as {} ({} bytes), referenced as {} ({} bytes)",
-                local.digest, local.size, reference.digest, reference.size
-            )));
-        }
-        let limit = usize::try_from(reference.size).unwrap_or(usize::MAX);
-        let mut data = Vec::with_capacity(limit.min(64 * 1024 * 1024));
-        let mut chunk_media_type;
-        loop {
-            let chunk = self
-                .peer
-                .get_object(&reference.bucket, &reference.key, data.len() as u64)
-                .await?;
-            if chunk.size != reference.size || chunk.digest != reference.digest {
-                return Err(mismatch(format!(
-                    "the peer holds {} ({} bytes), the fact references {} ({} bytes)",
-                    chunk.digest, chunk.size, reference.digest, reference.size
-                )));
-            }
-            if data.len() + chunk.data.len() > limit {
-                return Err(mismatch(format!(
-                    "the peer sent more than the referenced {} bytes",
-                    reference.size
-                )));
-            }
-            data.extend_from_slice(&chunk.data);
-            chunk_media_type = chunk.media_type;
-            if chunk.eof {
-                break;
-            }
-            if chunk.data.is_empty() {
-                return Err(mismatch(
-                    "the peer sent an empty chunk before the end".into(),
-                ));
-            }
-        }
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
-        if data.len() as u64 != reference.size || digest != reference.digest {
-            return Err(mismatch(format!(
-                "received {} bytes with digest {digest}, referenced {} bytes with {}",
-                data.len(),
-                reference.size,
-                reference.digest
-            )));
-        }
-        let media = if chunk_media_type.is_empty() {
-            reference.media_type.clone()
-        } else {
-            chunk_media_type
-        };
-        self.store
-            .put_object(&reference.bucket, &reference.key, &media, data.into())
-            .await?;
-        Ok(1)
     }
 }
 

@@ -21,6 +21,12 @@ struct ScriptedPeer {
     pages: Mutex<VecDeque<FetchFactsResponse>>,
     confirms: Mutex<Vec<u64>>,
     object: Mutex<Option<(Vec<u8>, String)>>,
+    /// Bytes per GetObject chunk (the whole rest when 0).
+    chunk: Mutex<usize>,
+    /// The next GetObject at or past this offset fails (once), as a connection cut midway.
+    fail_at: Mutex<Option<u64>>,
+    /// GetObject calls answered.
+    gets: Mutex<u64>,
 }
 
 impl Peer for Arc<ScriptedPeer> {
@@ -60,13 +66,28 @@ impl Peer for Arc<ScriptedPeer> {
             .ok()
             .and_then(|o| o.clone())
             .unwrap_or_default();
+        if let Ok(mut gets) = self.gets.lock() {
+            *gets += 1;
+        }
+        if let Ok(mut fail_at) = self.fail_at.lock()
+            && fail_at.is_some_and(|at| offset >= at)
+        {
+            *fail_at = None;
+            return Err(ClientError::Transport("connection reset".into()));
+        }
         let start = (offset as usize).min(data.len());
+        let chunk = self.chunk.lock().map(|c| *c).unwrap_or(0);
+        let end = if chunk == 0 {
+            data.len()
+        } else {
+            (start + chunk).min(data.len())
+        };
         Ok(GetObjectResponse {
             digest,
             size: data.len() as u64,
             media_type: "text/plain".into(),
-            data: bytes::Bytes::copy_from_slice(&data[start..]),
-            eof: true,
+            data: bytes::Bytes::copy_from_slice(&data[start..end]),
+            eof: end == data.len(),
         })
     }
 }
@@ -274,6 +295,106 @@ fn artifacts_are_verified_before_the_fact_is_appended() {
         assert_eq!(info.digest, digest);
     });
     assert_eq!(good.status().lock().expect("lock").artifacts_replicated, 1);
+}
+
+fn artifact_reference(data: &[u8], digest: &str) -> String {
+    format!(
+        "{{\"bucket\":\"batch-files\",\"digest\":\"{digest}\",\"key\":\"fw/b.raucb\",\"media_type\":\"text/plain\",\"size\":{}}}",
+        data.len()
+    )
+}
+
+#[test]
+fn a_peer_failing_midway_leaves_no_object_and_the_retry_brings_it_whole() {
+    let data: Vec<u8> = (0..100u8).collect();
+    let digest = sha256_digest(&data);
+    let peer = Arc::new(ScriptedPeer::default());
+    *peer.object.lock().expect("lock") = Some((data.clone(), digest.clone()));
+    *peer.chunk.lock().expect("lock") = 16;
+    *peer.fail_at.lock().expect("lock") = Some(48);
+    let fact = stored(1, "a", &artifact_reference(&data, &digest), "text/plain");
+    // Not confirmed, so the peer hands the same page out again.
+    peer.pages
+        .lock()
+        .expect("lock")
+        .extend([page(vec![fact.clone()]), page(vec![fact])]);
+    let (pull, store) = pull(peer.clone());
+    run(async {
+        let err = pull.step().await.expect_err("the peer failed midway");
+        assert!(
+            matches!(err, PullError::Peer(ClientError::Transport(_))) && !err.is_fatal(),
+            "a transient error, retried: {err}"
+        );
+        assert_eq!(
+            *peer.gets.lock().expect("lock"),
+            4,
+            "three chunks, then the cut"
+        );
+        assert_eq!(
+            store.object_info("batch-files", "fw/b.raucb").await,
+            Ok(None),
+            "no part of the object is visible"
+        );
+        assert!(peer.confirms.lock().expect("lock").is_empty());
+
+        assert_eq!(
+            pull.step().await,
+            Ok(1),
+            "the retry starts over and succeeds"
+        );
+        let info = store
+            .object_info("batch-files", "fw/b.raucb")
+            .await
+            .expect("info")
+            .expect("stored");
+        assert_eq!((info.digest.as_str(), info.size), (digest.as_str(), 100));
+        let whole = store
+            .get_object("batch-files", "fw/b.raucb", 0, 1000)
+            .await
+            .expect("read back");
+        assert_eq!(whole.data.as_ref(), data.as_slice());
+    });
+    assert_eq!(*peer.confirms.lock().expect("lock"), vec![1]);
+}
+
+#[test]
+fn a_peer_sending_other_bytes_than_it_announces_stops_the_pull_with_nothing_stored() {
+    let data: Vec<u8> = (0..100u8).collect();
+    let digest = sha256_digest(&data);
+    let mut served = data.clone();
+    served[70] ^= 1;
+    let peer = Arc::new(ScriptedPeer::default());
+    // The peer announces the referenced size and digest, and sends one flipped bit.
+    *peer.object.lock().expect("lock") = Some((served, digest.clone()));
+    *peer.chunk.lock().expect("lock") = 16;
+    peer.pages.lock().expect("lock").push_back(page(vec![stored(
+        1,
+        "a",
+        &artifact_reference(&data, &digest),
+        "text/plain",
+    )]));
+    let (pull, store) = pull(peer.clone());
+    run(async {
+        let err = pull.step().await.expect_err("mismatch");
+        match &err {
+            PullError::Artifact { key, problem } => {
+                assert_eq!(key, "fw/b.raucb");
+                assert!(
+                    problem.starts_with("received 100 bytes with digest sha256:")
+                        && problem.ends_with(&format!("referenced 100 bytes with {digest}")),
+                    "{problem}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.is_fatal());
+        assert_eq!(
+            store.object_info("batch-files", "fw/b.raucb").await,
+            Ok(None),
+            "nothing stored"
+        );
+    });
+    assert!(peer.confirms.lock().expect("lock").is_empty());
 }
 
 #[test]

@@ -178,6 +178,9 @@ impl From<StoreError> for RpcError {
             StoreError::ObjectOffset { .. } => Code::OutOfRange,
             StoreError::InFlight { .. } | StoreError::Unavailable(_) => Code::Unavailable,
             StoreError::Corrupt(_) => Code::DataLoss,
+            // Only the pull streams puts; a PutObject's bytes are whole before the store sees them.
+            StoreError::ObjectMismatch { .. } => Code::InvalidArgument,
+            StoreError::ObjectSource { .. } => Code::Unavailable,
         };
         RpcError::new(code, e.to_string())
     }

@@ -47,6 +47,16 @@ pub enum StoreError {
         key: String,
         existing: String,
     },
+    /// A streamed put whose bytes were not the ones announced; nothing became visible.
+    #[error("object {key:?} was not stored: {problem}")]
+    ObjectMismatch { key: String, problem: String },
+    /// A streamed put whose source failed before its last byte; nothing became visible.
+    #[error("object {key:?} was not stored: its source failed after {received} bytes: {error}")]
+    ObjectSource {
+        key: String,
+        received: u64,
+        error: String,
+    },
     #[error("offset {offset} is beyond the end of object {key:?} ({size} bytes)")]
     ObjectOffset { key: String, offset: u64, size: u64 },
     #[error("JetStream is unavailable: {0}")]

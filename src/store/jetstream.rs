@@ -408,6 +408,24 @@ impl Store for JetStreamStore {
         self.put_object_impl(bucket, key, media_type, data).await
     }
 
+    async fn put_object_stream<R: tokio::io::AsyncRead + Send + Unpin>(
+        &self,
+        expected: super::ExpectedObject<'_>,
+        reader: R,
+    ) -> Result<ObjectInfo, StoreError> {
+        self.put_object_stream_impl(expected, reader).await
+    }
+
+    type ObjectReader = super::object_read::ChunkReader;
+
+    async fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
+        self.read_object_impl(bucket, key).await
+    }
+
     async fn object_info(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
         self.object_info_impl(bucket, key).await
     }
@@ -420,16 +438,6 @@ impl Store for JetStreamStore {
         limit: usize,
     ) -> Result<ObjectChunk, StoreError> {
         self.get_object_impl(bucket, key, offset, limit).await
-    }
-
-    type ObjectReader = async_nats::jetstream::object_store::Object;
-
-    async fn read_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(ObjectInfo, Self::ObjectReader), StoreError> {
-        self.read_object_impl(bucket, key).await
     }
 
     async fn list_objects(&self, bucket: &str) -> Result<Vec<ObjectInfo>, StoreError> {

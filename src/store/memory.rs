@@ -3,7 +3,10 @@
 //! after the cursor, confirm bounded by what was fetched, immutable objects — with none of its
 //! durability. Never used by `bsfg serve`.
 
-use super::{Appended, CategoryFill, NewFact, ObjectChunk, ObjectInfo, Page, Store, StoreError};
+use super::{
+    Appended, CategoryFill, ExpectedObject, NewFact, ObjectChunk, ObjectInfo, Page, Store,
+    StoreError, verify::VerifyingReader,
+};
 use crate::{
     config::ConsumerSpec,
     fact::{Category, sha256_digest},
@@ -11,6 +14,7 @@ use crate::{
 };
 use bytes::Bytes;
 use std::{collections::BTreeMap, sync::Mutex, time::Duration};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 #[derive(Default)]
 struct State {
@@ -192,28 +196,64 @@ impl Store for MemoryStore {
         media_type: &str,
         data: Bytes,
     ) -> Result<ObjectInfo, StoreError> {
-        let mut state = self.state();
         let digest = sha256_digest(&data);
-        let id = (bucket.to_string(), key.to_string());
-        if let Some((info, _)) = state.objects.get(&id) {
-            return if info.digest == digest {
-                Ok(info.clone())
-            } else {
-                Err(StoreError::ObjectExists {
-                    bucket: id.0,
-                    key: id.1,
-                    existing: info.digest.clone(),
-                })
-            };
+        let expected = ExpectedObject {
+            bucket,
+            key,
+            media_type,
+            size: data.len() as u64,
+            digest: &digest,
+        };
+        self.put_object_stream(expected, &data[..]).await
+    }
+
+    async fn put_object_stream<R: AsyncRead + Send + Unpin>(
+        &self,
+        expected: ExpectedObject<'_>,
+        reader: R,
+    ) -> Result<ObjectInfo, StoreError> {
+        let id = (expected.bucket.to_string(), expected.key.to_string());
+        let exists = |state: &State| {
+            state.objects.get(&id).map(|(info, _)| {
+                if info.digest == expected.digest && info.size == expected.size {
+                    Ok(info.clone())
+                } else {
+                    Err(StoreError::ObjectExists {
+                        bucket: id.0.clone(),
+                        key: id.1.clone(),
+                        existing: info.digest.clone(),
+                    })
+                }
+            })
+        };
+        if let Some(done) = exists(&self.state()) {
+            return done;
+        }
+        // The memory store keeps its objects in memory anyway; the bytes become visible only
+        // once they are all here and checked, as in the JetStream adapter.
+        let mut verified = VerifyingReader::new(reader, &expected);
+        let mut data = Vec::new();
+        if let Err(e) = verified.read_to_end(&mut data).await {
+            return Err(verified
+                .failure(expected.key)
+                .unwrap_or(StoreError::ObjectSource {
+                    key: expected.key.to_string(),
+                    received: data.len() as u64,
+                    error: e.to_string(),
+                }));
+        }
+        let mut state = self.state();
+        if let Some(done) = exists(&state) {
+            return done;
         }
         let info = ObjectInfo {
             bucket: id.0.clone(),
             key: id.1.clone(),
-            digest,
+            digest: expected.digest.to_string(),
             size: data.len() as u64,
-            media_type: media_type.to_string(),
+            media_type: expected.media_type.to_string(),
         };
-        state.objects.insert(id, (info.clone(), data));
+        state.objects.insert(id, (info.clone(), data.into()));
         Ok(info)
     }
 

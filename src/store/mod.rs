@@ -17,8 +17,10 @@ pub mod jetstream;
 #[cfg(test)]
 pub mod memory;
 mod object_index;
+mod object_read;
 mod objects;
 pub mod report;
+mod verify;
 
 pub use error::StoreError;
 pub use object_index::{ObjectReadCounters, object_read_counters};
@@ -30,6 +32,7 @@ use crate::{
 };
 use bytes::Bytes;
 use std::{future::Future, time::Duration};
+use tokio::io::AsyncRead;
 
 /// A validated fact to append, with its idempotency content hash.
 #[derive(Debug, Clone, Copy)]
@@ -66,6 +69,17 @@ pub struct ObjectInfo {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
+}
+
+/// An artifact to store from a stream, and what its bytes must be before it becomes visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpectedObject<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub media_type: &'a str,
+    pub size: u64,
+    /// `sha256:<hex>`
+    pub digest: &'a str,
 }
 
 /// A bounded piece of an artifact.
@@ -185,6 +199,8 @@ pub trait Store: Send + Sync + 'static {
         category: Category,
     ) -> impl Future<Output = Result<CategoryFill, StoreError>> + Send;
 
+    /// Stores `data` (a PutObject: the bytes are whole, their digest is computed here), as
+    /// [`Store::put_object_stream`] does.
     fn put_object(
         &self,
         bucket: &str,
@@ -192,6 +208,30 @@ pub trait Store: Send + Sync + 'static {
         media_type: &str,
         data: Bytes,
     ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// Stores the bytes `reader` yields as `expected.key`, holding only a chunk of them at a
+    /// time. The object becomes visible only once every byte arrived and they are
+    /// `expected.size` bytes with `expected.digest`; otherwise nothing is left of it and the error
+    /// is [`StoreError::ObjectMismatch`] (other bytes) or [`StoreError::ObjectSource`] (`reader`
+    /// failed). The key already stored with that digest and size → that object, and `reader` is
+    /// not read; with another digest → [`StoreError::ObjectExists`].
+    fn put_object_stream<R: AsyncRead + Send + Unpin>(
+        &self,
+        expected: ExpectedObject<'_>,
+        reader: R,
+    ) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
+
+    /// A whole object as it is read (what [`Store::read_object`] yields).
+    type ObjectReader: AsyncRead + Send + Unpin;
+
+    /// The object and its bytes from the first to the last, read as the caller goes (one chunk
+    /// in memory at a time) — to copy a whole object out, e.g. a firmware bundle to a file.
+    /// [`StoreError::ObjectNotFound`] when there is none.
+    fn read_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<(ObjectInfo, Self::ObjectReader), StoreError>> + Send;
 
     /// `Ok(None)` when no such object exists.
     fn object_info(
@@ -209,19 +249,6 @@ pub trait Store: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> impl Future<Output = Result<ObjectChunk, StoreError>> + Send;
-
-    /// A whole object as it is read (what [`Store::read_object`] yields).
-    type ObjectReader: tokio::io::AsyncRead + Send + Unpin;
-
-    /// The object and its bytes from the first to the last, read as the caller goes, in one
-    /// pass — to copy a whole object out, e.g. a firmware bundle to a file.
-    /// [`StoreError::ObjectNotFound`] when there is none. The caller checks the bytes against the
-    /// digest it expects.
-    fn read_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<(ObjectInfo, Self::ObjectReader), StoreError>> + Send;
 
     /// Every object in `bucket`, by key.
     fn list_objects(

@@ -1,25 +1,38 @@
-//! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts,
-//! chunked reads. Digests are `sha256:<hex>`; JetStream's own `SHA-256=<base64url>` is converted.
+//! The Object Store half of the JetStream adapter: buckets from config, content-addressed puts
+//! (reads are in `object_read.rs`). Digests are `sha256:<hex>`; JetStream's own
+//! `SHA-256=<base64url>` is converted.
 //!
 //! GetObject at an offset reads only the chunks it answers with, through an index of the object's
 //! chunks (`object_index.rs`); reading a whole object (the firmware agent's copy of a bundle) is
-//! one pass over its chunks.
+//! one pass over its chunks, one chunk in memory (`object_read.rs`).
+//!
+//! A put streams: async-nats publishes each chunk as it reads it and the object's metadata — what
+//! makes it visible — after the last; [`VerifyingReader`] fails the read on any other bytes than
+//! the announced ones, and the chunks of a put that failed are purged
+//! ([`purge_unreferenced_chunks`]). No put or read holds a whole object in memory.
+//!
+//! Limits: a put holds the put lock for its whole transfer: a PutObject waits behind an artifact
+//! the pull is bringing over from a peer.
 
-use super::{ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore};
+use super::{
+    ExpectedObject, ObjectChunk, ObjectInfo, StoreError, jetstream::JetStreamStore,
+    verify::VerifyingReader,
+};
 use crate::{config::Config, fact::sha256_digest};
 use async_nats::jetstream::{
     self,
-    object_store::{self, GetErrorKind, InfoErrorKind, ObjectMetadata, ObjectStore},
+    object_store::{self, InfoErrorKind, ObjectMetadata, ObjectStore},
     stream::StorageType,
 };
 use base64::Engine;
 use bytes::Bytes;
-use futures::StreamExt;
-use std::collections::{BTreeMap, HashMap};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tokio::io::AsyncRead;
 
 const MEDIA_TYPE_KEY: &str = "bsfg-media-type";
 
-fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn unavailable(context: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{context}: {e}"))
 }
 
@@ -48,6 +61,69 @@ pub async fn ensure_buckets(
     Ok(out)
 }
 
+/// Purges the chunks no object's metadata names: those of a put that failed (its reader refused
+/// the bytes, or its source or JetStream failed midway) or that the node did not finish (killed,
+/// power cut). Safe only while no put of the bucket is under way: called under the put lock, and
+/// by `bsfg serve` before it serves ([`JetStreamStore::purge_unfinished_puts`]) — never when the
+/// store is opened by another command (`skip-gap`, the firmware agent) beside a running node.
+/// Only the node puts (one node per JetStream domain, SPEC §1). Returns how many chunk subjects
+/// were purged.
+pub async fn purge_unreferenced_chunks(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<usize, StoreError> {
+    let context = |what: &str| format!("{what} of bucket {bucket:?}");
+    let store = js
+        .get_object_store(bucket)
+        .await
+        .map_err(|e| unavailable(&context("opening"), e))?;
+    let stream = js
+        .get_stream(format!("OBJ_{bucket}"))
+        .await
+        .map_err(|e| unavailable(&context("opening the stream"), e))?;
+    let chunk_prefix = format!("$O.{bucket}.C.");
+    let chunks: Vec<String> = stream
+        .info_with_subjects(format!("{chunk_prefix}>"))
+        .await
+        .map_err(|e| unavailable(&context("listing the chunks"), e))?
+        .map_ok(|(subject, _count)| subject)
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(&context("listing the chunks"), e))?;
+    if chunks.is_empty() {
+        return Ok(0);
+    }
+    let referenced: BTreeSet<String> = store
+        .list()
+        .await
+        .map_err(|e| unavailable(&context("listing the objects"), e))?
+        .map_ok(|info| info.nuid)
+        .try_collect()
+        .await
+        .map_err(|e| unavailable(&context("listing the objects"), e))?;
+    let mut purged = 0;
+    for subject in chunks {
+        let Some(nuid) = subject.strip_prefix(&chunk_prefix) else {
+            continue;
+        };
+        if referenced.contains(nuid) {
+            continue;
+        }
+        stream
+            .purge()
+            .filter(&subject)
+            .await
+            .map_err(|e| unavailable(&format!("purging {subject}"), e))?;
+        tracing::info!(
+            bucket,
+            subject,
+            "purged the chunks of an object that was never completed"
+        );
+        purged += 1;
+    }
+    Ok(purged)
+}
+
 /// `SHA-256=<base64url>` (JetStream) → `sha256:<hex>`.
 fn digest_from_nats(digest: &str) -> Option<String> {
     let encoded = digest.strip_prefix("SHA-256=")?;
@@ -58,7 +134,7 @@ fn digest_from_nats(digest: &str) -> Option<String> {
     Some(format!("sha256:{}", hex::encode(raw)))
 }
 
-fn to_info(
+pub(super) fn to_info(
     bucket: &str,
     key: &str,
     info: &object_store::ObjectInfo,
@@ -84,7 +160,7 @@ fn to_info(
 }
 
 impl JetStreamStore {
-    fn bucket(&self, bucket: &str) -> Result<&ObjectStore, StoreError> {
+    pub(super) fn bucket(&self, bucket: &str) -> Result<&ObjectStore, StoreError> {
         self.buckets
             .get(bucket)
             .ok_or_else(|| StoreError::ObjectNotFound {
@@ -106,6 +182,17 @@ impl JetStreamStore {
         }
     }
 
+    /// Purges in every bucket what puts left when the node stopped midway (killed, power cut).
+    /// For `bsfg serve`, before it serves: see [`purge_unreferenced_chunks`] for why only then.
+    pub async fn purge_unfinished_puts(&self) {
+        for bucket in self.buckets.keys() {
+            if let Err(e) = purge_unreferenced_chunks(&self.js, bucket).await {
+                tracing::warn!(bucket, error = %e, "cannot purge the chunks of unfinished puts");
+            }
+        }
+    }
+
+    /// A PutObject: the bytes are whole, so their digest is what they are checked against.
     pub(super) async fn put_object_impl(
         &self,
         bucket: &str,
@@ -113,11 +200,34 @@ impl JetStreamStore {
         media_type: &str,
         data: Bytes,
     ) -> Result<ObjectInfo, StoreError> {
-        let store = self.bucket(bucket)?;
         let digest = sha256_digest(&data);
+        let expected = ExpectedObject {
+            bucket,
+            key,
+            media_type,
+            size: data.len() as u64,
+            digest: &digest,
+        };
+        self.put_object_stream_impl(expected, &data[..]).await
+    }
+
+    /// The object is written by async-nats's `put`, which publishes the chunks as it reads them
+    /// and the metadata (what makes the object visible) only after the reader's end: the
+    /// [`VerifyingReader`] fails the read on anything but the expected bytes, so `put` fails
+    /// before the metadata. The chunks it had published are left behind under a fresh nuid
+    /// (a retry writes under another one, so they are never overwritten): they are purged here.
+    pub(super) async fn put_object_stream_impl<R: AsyncRead + Send + Unpin>(
+        &self,
+        expected: ExpectedObject<'_>,
+        reader: R,
+    ) -> Result<ObjectInfo, StoreError> {
+        let (bucket, key) = (expected.bucket, expected.key);
+        let store = self.bucket(bucket)?;
+        // Held for the whole transfer: the existence check, the put and the purge of a failed
+        // put's chunks see no other put of this node.
         let _serial = self.put_lock.lock().await;
         if let Some(existing) = self.object_info_impl(bucket, key).await? {
-            if existing.digest == digest && existing.size == data.len() as u64 {
+            if existing.digest == expected.digest && existing.size == expected.size {
                 return Ok(existing);
             }
             return Err(StoreError::ObjectExists {
@@ -130,19 +240,29 @@ impl JetStreamStore {
             name: key.to_string(),
             description: None,
             chunk_size: None,
-            metadata: HashMap::from([(MEDIA_TYPE_KEY.to_string(), media_type.to_string())]),
+            metadata: HashMap::from([(
+                MEDIA_TYPE_KEY.to_string(),
+                expected.media_type.to_string(),
+            )]),
             headers: None,
         };
-        let mut reader: &[u8] = &data;
-        let info = store
-            .put(meta, &mut reader)
-            .await
-            .map_err(|e| unavailable(&format!("storing object {key:?}"), e))?;
+        let mut verified = VerifyingReader::new(reader, &expected);
+        let info = match store.put(meta, &mut verified).await {
+            Ok(info) => info,
+            Err(e) => {
+                if let Err(purge) = purge_unreferenced_chunks(&self.js, bucket).await {
+                    tracing::warn!(bucket, key, error = %purge, "cannot purge the chunks of a failed put; they stay until the next start or failed put");
+                }
+                return Err(verified
+                    .failure(key)
+                    .unwrap_or_else(|| unavailable(&format!("storing object {key:?}"), e)));
+            }
+        };
         let stored = to_info(bucket, key, &info)?;
-        if stored.digest != digest {
+        if stored.digest != expected.digest {
             return Err(StoreError::Corrupt(format!(
-                "object {key:?} stored with digest {} but sent with {digest}",
-                stored.digest
+                "object {key:?} stored with digest {} but sent with {}",
+                stored.digest, expected.digest
             )));
         }
         Ok(stored)
@@ -181,27 +301,6 @@ impl JetStreamStore {
             .await?;
         let eof = offset + take as u64 == info.size;
         Ok(ObjectChunk { info, data, eof })
-    }
-
-    /// The whole object, read in one pass (one ordered consumer over its chunks; async-nats
-    /// checks the digest at the end).
-    pub(super) async fn read_object_impl(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(ObjectInfo, object_store::Object), StoreError> {
-        let object = self.bucket(bucket)?.get(key).await.map_err(|e| {
-            if e.kind() == GetErrorKind::NotFound {
-                StoreError::ObjectNotFound {
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                }
-            } else {
-                unavailable(&format!("reading object {key:?}"), e)
-            }
-        })?;
-        let info = to_info(bucket, key, object.info())?;
-        Ok((info, object))
     }
 
     /// Every object in `bucket` (those without a digest, which bsfg never puts, left out).
