@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make upgrade-test`: the appliance's A/B upgrade and automatic rollback under QEMU (TCG, OVMF),
+# `make upgrade-test`: the appliance's A/B upgrade and automatic rollback under QEMU (TCG, OVMF, Secure Boot),
 # with the real image, real RAUC bundles and the real boot loader:
 #   1. the DEBUG image (slot a, VERSION), provisioned as the IDMZ zone (a counted boot of a new
 #      slot is good only when nats-server and the node serve, so an unprovisioned node -- exit 78
@@ -39,6 +39,10 @@ step "DEBUG image $BASE_VERSION (slot a) and bundles $GOOD_VERSION (good) and $B
 DEBUG=1 "$IMAGE_DIR/build.sh" | grep -E 'reusing|root hash|done|up to date|WARNING' || true
 DBG=$(image_base debug).img
 [ -f "$DBG" ] || die "the DEBUG image was not built"
+# The firmware's variables: Secure Boot on with the estate's PK/KEK/db (image/build.sh); the
+# bundles' UKIs are signed with the same db key (image/bundle.sh checks it). Each boot starts
+# from a copy: what this test follows is on the ESP (boot counting), not in the variables.
+QEMU_VARS=$(image_base debug).ovmf-vars.fd
 # bundle_of VERSION [EXTRA_CMDLINE]: builds (or reuses) the DEBUG image of VERSION and its bundle;
 # prints the bundle's path.
 bundle_of() {
