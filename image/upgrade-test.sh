@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make upgrade-test`: the appliance's A/B upgrade and automatic rollback under QEMU (TCG, OVMF, Secure Boot),
-# with the real image, real RAUC bundles and the real boot loader:
+# `make upgrade-test`: the appliance's A/B upgrade and automatic rollback under QEMU (TCG, OVMF
+# with Secure Boot enforced), with the real image, real RAUC bundles (their UKIs signed with the
+# estate's db key) and the real boot loader:
 #   1. the DEBUG image (slot a, VERSION), provisioned as the IDMZ zone (a counted boot of a new
 #      slot is good only when nats-server and the node serve, so an unprovisioned node -- exit 78
 #      -- would fail the upgrade), boots and is blessed; `rauc install` of a good bundle
