@@ -9,8 +9,9 @@
 # squashfs) with a dm-verity hash tree; an initrd (busybox, veritysetup, e2fsck, modules) from
 # image/initrd/; a unified kernel image (systemd-stub + kernel + initrd + command line with the
 # root hash) per slot named for boot counting (bsfg-a+3.efi); systemd-boot on an EFI system
-# partition, it and both UKIs signed with the Secure Boot db key; a data partition (ext4) seeded with /var and, with ZONE_DIR=, the zone's provisioning
-# file; all laid out with sfdisk and written with dd (no loop devices).
+# partition, it and both UKIs signed with the Secure Boot db key; a data partition (ext4) seeded
+# with /var and, with ZONE_DIR=, the zone's provisioning file; all laid out with sfdisk and
+# written with dd (no loop devices).
 # Variables: ZONE_DIR=dir (provision at build time; see image/provision.sh), DEBUG=1 (serial
 # console, debug shell), ROOTFS_TYPE=erofs|squashfs, SOURCE_DATE_EPOCH (default: fixed in
 # image/lib.sh), MIRROR, OUT, REBUILD_ROOT=1 (ignore the cached root), BSFG_BIN, NATS_BIN,
