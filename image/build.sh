@@ -9,15 +9,21 @@
 # squashfs) with a dm-verity hash tree; an initrd (busybox, veritysetup, e2fsck, modules) from
 # image/initrd/; a unified kernel image (systemd-stub + kernel + initrd + command line with the
 # root hash) per slot named for boot counting (bsfg-a+3.efi); systemd-boot on an EFI system
-# partition; a data partition (ext4) seeded with /var and, with ZONE_DIR=, the zone's provisioning
-# file; all laid out with sfdisk and written with dd (no loop devices).
+# partition, it and both UKIs signed with the Secure Boot db key; a data partition (ext4) seeded
+# with /var and, with ZONE_DIR=, the zone's provisioning file; all laid out with sfdisk and
+# written with dd (no loop devices).
 # Variables: ZONE_DIR=dir (provision at build time; see image/provision.sh), DEBUG=1 (serial
 # console, debug shell), ROOTFS_TYPE=erofs|squashfs, SOURCE_DATE_EPOCH (default: fixed in
 # image/lib.sh), MIRROR, OUT, REBUILD_ROOT=1 (ignore the cached root), BSFG_BIN, NATS_BIN,
 # UPDATE_KEYRING=ca.pem (the update CA RAUC checks bundles against; default: the DEVELOPMENT CA in
-# image/dev-update-pki/, with a loud warning).
+# image/dev-update-pki/, with a loud warning), SECUREBOOT_DB_CERT/SECUREBOOT_DB_KEY (the Secure Boot
+# db certificate and key that sign systemd-boot and the UKIs), SECUREBOOT_KEK_CERT and
+# SECUREBOOT_PK_CERT (enrolled with db in the test variables; all four default to the DEVELOPMENT
+# Secure Boot keys in image/dev-update-pki/, with a loud warning).
 # Besides the image: <image base>.parts/ holds what image/bundle.sh puts into a RAUC bundle (root,
-# hash tree, both slots' UKIs, their command lines and os-release, kernel and initrd).
+# hash tree, both slots' UKIs, their command lines and os-release, kernel and initrd), and
+# <image base>.ovmf-vars.fd the OVMF variable store with the estate's PK, KEK and db enrolled and
+# Secure Boot on, which the QEMU tests boot with (image/lib.sh, qemu_start).
 # The root stage is cached in out/build/ under a hash of all its inputs: a second `make image`
 # with the same inputs only reassembles the disk (~10 s). Reproducible: see check-reproducible.sh.
 set -euo pipefail
@@ -79,11 +85,23 @@ else
 fi
 [ -f "$KEYRING" ] || die "no update keyring at $KEYRING"
 openssl x509 -in "$KEYRING" -noout 2>/dev/null || die "$KEYRING is not a PEM certificate"
+# The Secure Boot keys (sets SECUREBOOT_SOURCE). A DEBUG image (root shell on the serial port)
+# signed with an estate's db key would boot on every gateway of that estate: only with the
+# development key, or a lab key no production gateway trusts (SECUREBOOT_DEBUG_KEY_OK=1).
+secureboot_keys_check
+if [ "$DEBUG" = 1 ] && [ "$SECUREBOOT_SOURCE" != development ] && [ "${SECUREBOOT_DEBUG_KEY_OK:-0}" != 1 ]; then
+    die "DEBUG=1 with the Secure Boot db key $SECUREBOOT_DB_KEY: a signed debug image boots (root shell on ttyS0) on every gateway that trusts it; use a lab key and SECUREBOOT_DEBUG_KEY_OK=1"
+fi
 dev_keyring_warning() {
     if [ "$KEYRING_SOURCE" = development ]; then
         printf '\033[1;31m%s\033[0m\n' \
             "WARNING: this image trusts the DEVELOPMENT update CA (image/dev-update-pki/ca.pem): anyone with" \
             "WARNING: this repository can sign bundles it installs. Production: make image UPDATE_KEYRING=ca.pem" >&2
+    fi
+    if [ "$SECUREBOOT_SOURCE" = development ]; then
+        printf '\033[1;31m%s\033[0m\n' \
+            "WARNING: systemd-boot and the UKIs are signed with the DEVELOPMENT Secure Boot db key (image/dev-update-pki/sb-db.key):" \
+            "WARNING: a gateway that trusts it boots anything anyone signs with it. Production: SECUREBOOT_DB_CERT=/SECUREBOOT_DB_KEY=" >&2
     fi
 }
 dev_keyring_warning
@@ -147,8 +165,12 @@ BUILD_ID=$({
     if [ -n "$ZONE_DIR" ]; then (cd "$ZONE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum); fi
     # lib.sh: the UKIs' command lines and make_uki.
     sha256sum "$IMAGE_DIR/provision.sh" "$IMAGE_DIR/lib.sh" "$ROOT/hardening/nats-server.conf"
+    # Secure Boot: the keys, the signer, systemd-boot and the OVMF variable store template.
+    sha256sum "$SECUREBOOT_PK_CERT" "$SECUREBOOT_KEK_CERT" "$SECUREBOOT_DB_CERT" "$SECUREBOOT_DB_KEY" \
+        /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$OVMF_VARS_BLANK"
+    osslsigncode --version 2>/dev/null | head -1
 } | sha256sum | cut -d' ' -f1)
-if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] &&
+if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] && [ -f "$BASE.ovmf-vars.fd" ] &&
     [ "$(jq -r .build_id "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
     step "up to date: $IMG (inputs unchanged; FORCE=1 to rebuild)"
     say "root hash $(jq -r .root.root_hash "$BASE.manifest.json")"
@@ -365,16 +387,19 @@ mkdir -p "$A"
 
 # --- unified kernel images for both slots, and what a bundle needs ---------------------------------------------
 # Slot a's UKI goes on the ESP; slot b's, with the root and its hash tree, go to $PARTS for
-# image/bundle.sh (slot b stays empty in the image: RAUC writes it).
-step "unified kernel images for slots a and b (DEBUG=$DEBUG)"
+# image/bundle.sh (slot b stays empty in the image: RAUC writes it). Both are signed with the
+# Secure Boot db key: the firmware starts no UKI that is not (the bundle carries these signed files).
+step "unified kernel images for slots a and b (DEBUG=$DEBUG), signed with $(openssl x509 -in "$SECUREBOOT_DB_CERT" -noout -subject -nameopt multiline | sed -n 's/^ *commonName *= //p')"
 PARTS=$BASE.parts
 rm -rf "$PARTS.tmp"
 mkdir -p "$PARTS.tmp"
 for slot in a b; do
     uki_cmdline "$slot" "$ROOTHASH" "$DEBUG" | tr -d '\n' >"$PARTS.tmp/cmdline-$slot"
     uki_os_release "$slot" "$DEBUG" >"$PARTS.tmp/os-release-$slot"
-    make_uki "$PARTS.tmp/uki-$slot.efi" "$PARTS.tmp/os-release-$slot" "$PARTS.tmp/cmdline-$slot" \
+    make_uki "$PARTS.tmp/uki-$slot.unsigned.efi" "$PARTS.tmp/os-release-$slot" "$PARTS.tmp/cmdline-$slot" \
         "$BUILD/vmlinuz" "$BUILD/initrd.img"
+    sign_efi "$PARTS.tmp/uki-$slot.unsigned.efi" "$PARTS.tmp/uki-$slot.efi"
+    rm -f "$PARTS.tmp/uki-$slot.unsigned.efi"
     say "uki-$slot.efi: $(du -h "$PARTS.tmp/uki-$slot.efi" | cut -f1), cmdline: $(cat "$PARTS.tmp/cmdline-$slot")"
 done
 CMDLINE=$(cat "$PARTS.tmp/cmdline-a")
@@ -388,11 +413,12 @@ mv "$PARTS.tmp" "$PARTS"
 cp "$PARTS/uki-a.efi" "$A/bsfg-a.efi"
 
 # --- EFI system partition ---------------------------------------------------------------------------------------
-step "EFI system partition: systemd-boot, loader.conf, bsfg-a+3.efi"
+step "EFI system partition: systemd-boot (signed), loader.conf, bsfg-a+3.efi"
 E=$A/esp
 mkdir -p "$E/EFI/BOOT" "$E/EFI/systemd" "$E/EFI/Linux" "$E/loader/entries"
-cp /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$E/EFI/BOOT/BOOTX64.EFI"
-cp /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$E/EFI/systemd/systemd-bootx64.efi"
+sign_efi /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$A/systemd-bootx64.efi"
+cp "$A/systemd-bootx64.efi" "$E/EFI/BOOT/BOOTX64.EFI"
+cp "$A/systemd-bootx64.efi" "$E/EFI/systemd/systemd-bootx64.efi"
 # +3: three tries; systemd-boot counts down, systemd-bless-boot removes the counter when the
 # boot is good (bsfg-boot-check.service).
 cp "$A/bsfg-a.efi" "$E/EFI/Linux/bsfg-a+3.efi"
@@ -486,6 +512,11 @@ if [ -n "$ZONE_DIR" ]; then chmod 0600 "$IMG.tmp"; fi # holds the zone's private
 mv "$IMG.tmp" "$IMG"
 sfdisk --verify "$IMG" >/dev/null
 
+# --- the firmware's variables for the QEMU tests ---------------------------------------------------------------
+step "OVMF variables: the estate's PK, KEK and db enrolled, Secure Boot on"
+secureboot_vars "$BASE.ovmf-vars.fd"
+say "$BASE.ovmf-vars.fd (PK: $(openssl x509 -in "$SECUREBOOT_PK_CERT" -noout -subject -nameopt multiline | sed -n 's/^ *commonName *= //p'))"
+
 step "bmap and manifest"
 rm -f "$IMG.bmap"
 bmaptool -q create -o "$IMG.bmap" "$IMG"
@@ -514,6 +545,17 @@ jq -n \
     --arg vmlinuzsha "$(sha "$BUILD/vmlinuz")" --arg rootsha "$(sha "$BUILD/root.img")" \
     --arg veritysha "$(sha "$BUILD/root.verity")" --arg espsha "$(sha "$A/esp.img")" \
     --arg datasha "$(sha "$A/data.img")" \
+    --arg sbsource "$SECUREBOOT_SOURCE" --arg sbowner "$SECUREBOOT_OWNER" \
+    --argjson sbcerts "$(for c in pk:"$SECUREBOOT_PK_CERT" kek:"$SECUREBOOT_KEK_CERT" db:"$SECUREBOOT_DB_CERT"; do
+        f=${c#*:}
+        jq -n --arg k "${c%%:*}" --arg sha "$(sha "$f")" \
+            --arg subject "$(openssl x509 -in "$f" -noout -subject | sed 's/^subject=//')" \
+            --arg not_after "$(openssl x509 -in "$f" -noout -enddate | sed 's/^notAfter=//')" \
+            '{($k): {sha256: $sha, subject: $subject, not_after: $not_after}}'
+    done | jq -s add)" \
+    --arg signer "$(osslsigncode --version 2>/dev/null | head -1 | sed "s/, using://")" \
+    --arg sdbootsha "$(sha "$A/systemd-bootx64.efi")" --arg varssha "$(sha "$BASE.ovmf-vars.fd")" \
+    --arg varsfile "$(basename "$BASE.ovmf-vars.fd")" \
     --argjson layout "$(sfdisk --json "$IMG" | jq '[.partitiontable.partitions[] | {name, start_sector: .start, sectors: .size, type, uuid}]')" \
     --rawfile packages "$BUILD/packages.final.tsv" \
     '{
@@ -527,6 +569,11 @@ jq -n \
       update_keyring: {source: $keyring_source, sha256: $keyring_sha, subject: $keyring_subject,
                        not_after: $keyring_not_after},
       rauc: {compatible: $compatible, bundle_inputs: $parts},
+      secure_boot: {keys: $sbsource, owner_guid: $sbowner, certificates: $sbcerts,
+                    signed_with: "db", signer: $signer,
+                    signed: ["EFI/BOOT/BOOTX64.EFI", "EFI/systemd/systemd-bootx64.efi",
+                             "EFI/Linux/bsfg-a+3.efi", ($parts + "/uki-a.efi"), ($parts + "/uki-b.efi")],
+                    test_variables: $varsfile},
       root: {slot: "a", fstype: $fstype, bytes: $rootbytes, verity_hash_tree_bytes: $veritybytes,
              root_hash: $roothash, verity_salt: $salt, verity_uuid: $vuuid,
              hash_algorithm: "sha256", data_block_size: 4096, hash_block_size: 4096},
@@ -543,8 +590,10 @@ jq -n \
         {file: "vmlinuz", sha256: $vmlinuzsha},
         {file: "root-a", sha256: $rootsha},
         {file: "root-a-verity", sha256: $veritysha},
+        {file: "EFI/BOOT/BOOTX64.EFI", sha256: $sdbootsha},
         {file: "esp", sha256: $espsha},
-        {file: "data", sha256: $datasha}
+        {file: "data", sha256: $datasha},
+        {file: $varsfile, sha256: $varssha}
       ],
       packages: [$packages | split("\n")[] | select(. != "") | split("\t") |
                  {name: .[0], version: .[1], arch: .[2], in_root: (.[3] == "in-root")}]

@@ -14,7 +14,12 @@
 # DEVELOPMENT signing key in image/dev-update-pki/), UPDATE_KEYRING (the CA the bundle is checked
 # against afterwards; default the development CA), BUNDLE_EXTRA_CMDLINE (appended to both UKIs'
 # command lines, e.g. systemd.mask=bsfg.service for a test firmware that cannot become healthy;
-# the default output name then ends in -extra-cmdline), BUNDLE=path (the output file).
+# the default output name then ends in -extra-cmdline), BUNDLE=path (the output file),
+# SECUREBOOT_DB_CERT/SECUREBOOT_DB_KEY (the Secure Boot db key that signs a UKI made here with the
+# extra command line; default the DEVELOPMENT key; it must be the image's).
+# Both UKIs in the bundle are signed with the Secure Boot db key (the image's are, by
+# image/build.sh; one re-made here is signed here) and checked against the image's db
+# certificate: the hook installs the file as it is, and the firmware starts it only if signed.
 # The squashfs payload is made deterministically (fixed times, root owner, no xattrs), so the same
 # inputs give the same squashfs, the same image checksums and the same verity hash in the signed
 # manifest (`rauc info`, .raucb.json): RAUC 1.8 draws the verity salt at random, so the hash tree
@@ -53,6 +58,12 @@ image_keyring=$(jq -r .update_keyring.sha256 "$MANIFEST")
 if [ "$image_keyring" != "$(sha256sum "$KEYRING" | cut -d' ' -f1)" ]; then
     die "the image trusts another update keyring (sha256 $image_keyring) than $KEYRING: set UPDATE_KEYRING= as for make image"
 fi
+# The UKIs must be signed by the db key the image's systemd-boot and UKIs are signed by: a UKI that
+# the gateway's firmware refuses would install fine and never boot.
+image_db=$(jq -r '.secure_boot.certificates.db.sha256 // empty' "$MANIFEST")
+[ -n "$image_db" ] || die "$MANIFEST has no Secure Boot db certificate: rebuild the image (make image)"
+[ "$image_db" = "$(sha256sum "$SECUREBOOT_DB_CERT" | cut -d' ' -f1)" ] ||
+    die "the image is signed for another Secure Boot db certificate (sha256 $image_db) than $SECUREBOOT_DB_CERT: set SECUREBOOT_DB_CERT=/SECUREBOOT_DB_KEY= as for make image"
 name=bsfg-appliance-$VERSION-$ARCH${suffix:+-$suffix}
 if [ -n "$BUNDLE_EXTRA_CMDLINE" ]; then name=$name-extra-cmdline; fi
 BUNDLE=${BUNDLE:-$OUT/$name.raucb}
@@ -68,13 +79,17 @@ mkdir -p "$C" "$WORK/uki"
 for slot in a b; do
     if [ -n "$BUNDLE_EXTRA_CMDLINE" ]; then
         printf '%s %s' "$(cat "$PARTS/cmdline-$slot")" "$BUNDLE_EXTRA_CMDLINE" >"$WORK/cmdline-$slot"
-        make_uki "$WORK/uki/uki-$slot.efi" "$PARTS/os-release-$slot" "$WORK/cmdline-$slot" \
+        make_uki "$WORK/uki-$slot.unsigned.efi" "$PARTS/os-release-$slot" "$WORK/cmdline-$slot" \
             "$PARTS/vmlinuz" "$PARTS/initrd.img"
+        [ -n "${SECUREBOOT_SOURCE:-}" ] || secureboot_keys_check
+        sign_efi "$WORK/uki-$slot.unsigned.efi" "$WORK/uki/uki-$slot.efi"
     else
         cp "$PARTS/uki-$slot.efi" "$WORK/uki/uki-$slot.efi"
         cp "$PARTS/cmdline-$slot" "$WORK/cmdline-$slot"
     fi
-    say "uki-$slot.efi: $(cat "$WORK/cmdline-$slot")"
+    efi_signed_by "$WORK/uki/uki-$slot.efi" "$SECUREBOOT_DB_CERT" ||
+        die "uki-$slot.efi is not signed with the Secure Boot db key ($SECUREBOOT_DB_CERT): rebuild the image"
+    say "uki-$slot.efi (signed): $(cat "$WORK/cmdline-$slot")"
 done
 find "$WORK/uki" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 chmod 0644 "$WORK"/uki/*.efi
@@ -186,10 +201,14 @@ jq -n --arg file "$(basename "$BUNDLE")" --arg sha "$(sha256sum "$BUNDLE" | cut 
     --arg cmdline_a "$(cat "$WORK/cmdline-a")" --arg cmdline_b "$(cat "$WORK/cmdline-b")" \
     --slurpfile info "$WORK/info.json" --arg vhash "$(verity_of Hash)" --arg vsalt "$(verity_of Salt)" \
     --arg saltsource "$salt_source" \
+    --arg sbdb "$(openssl x509 -in "$SECUREBOOT_DB_CERT" -noout -subject | sed 's/^subject=//')" \
+    --arg ukiasha "$(sha256sum "$WORK/uki/uki-a.efi" | cut -d' ' -f1)" \
+    --arg ukibsha "$(sha256sum "$WORK/uki/uki-b.efi" | cut -d' ' -f1)" \
     '{file: $file, sha256: $sha, compatible: $compatible, version: $version, build: $build,
       from_image: $image, debug: ($debug == 1), root_hash: $roothash, signer: $signer,
       extra_cmdline: (if $extra == "" then null else $extra end),
       cmdline: {a: $cmdline_a, b: $cmdline_b},
+      uki: {signed_by: $sbdb, "uki-a.efi": $ukiasha, "uki-b.efi": $ukibsha},
       payload_sha256: ([$info[0].images[] | to_entries[] | {(.key): .value.checksum}] | add),
       verity: {hash: $vhash, salt: $vsalt, salt_source: $saltsource},
       rauc_info: $info[0]}' >"$BUNDLE.json"

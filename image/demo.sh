@@ -22,6 +22,8 @@ step "The firmware image (built, or reused when its inputs are unchanged)"
 "$IMAGE_DIR/build.sh" | grep -E 'up to date|reusing|root hash|done:' || true
 IMG=$(image_base "").img
 [ -f "$IMG" ] || die "no image at $IMG"
+# The firmware's variables: Secure Boot on with the estate's keys (image/build.sh).
+QEMU_VARS=$(image_base "").ovmf-vars.fd
 say "$(basename "$IMG"): root hash $(jq -r .root.root_hash "$(image_base "").manifest.json")"
 
 WORK=$(mktemp -d /tmp/bsfg-demo-image.XXXXXX)

@@ -13,8 +13,20 @@ VERSION=${VERSION:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | he
 
 # RAUC's compatible string: bundles for another product or architecture are refused.
 RAUC_COMPATIBLE=bsfg-appliance-$ARCH
-# The DEVELOPMENT update CA and bundle signing key (image/dev-update-pki/README.md).
+# The DEVELOPMENT update CA and bundle signing key, and the DEVELOPMENT Secure Boot keys
+# (image/dev-update-pki/README.md).
 DEV_UPDATE_PKI=$IMAGE_DIR/dev-update-pki
+
+# --- Secure Boot ----------------------------------------------------------------------------------
+# The estate's Secure Boot keys: the db key signs systemd-boot and every UKI (image/build.sh, and
+# image/bundle.sh for a UKI it makes itself); PK, KEK and db certificates are what the firmware
+# holds (the QEMU tests' OVMF variables: secureboot_vars). Default: the DEVELOPMENT keys.
+SECUREBOOT_PK_CERT=${SECUREBOOT_PK_CERT:-$DEV_UPDATE_PKI/sb-pk.pem}
+SECUREBOOT_KEK_CERT=${SECUREBOOT_KEK_CERT:-$DEV_UPDATE_PKI/sb-kek.pem}
+SECUREBOOT_DB_CERT=${SECUREBOOT_DB_CERT:-$DEV_UPDATE_PKI/sb-db.pem}
+SECUREBOOT_DB_KEY=${SECUREBOOT_DB_KEY:-$DEV_UPDATE_PKI/sb-db.key}
+# The owner GUID of the estate's entries in PK, KEK and db (EFI_SIGNATURE_DATA SignatureOwner).
+SECUREBOOT_OWNER=c3157418-54d2-4549-8ec9-374b8e77c804
 
 # --- disk layout (MiB) -----------------------------------------------------------------------------
 # GPT: esp | root-a | root-a-verity | root-b | root-b-verity | data. Slot sizes leave room for the
@@ -140,24 +152,81 @@ open(path, "wb").write(image)
 PY
 }
 
+# secureboot_keys_check: the Secure Boot certificates and key exist, parse, and the db key is the
+# db certificate's (dies otherwise). Sets SECUREBOOT_SOURCE (development|file).
+secureboot_keys_check() {
+    local f
+    for f in "$SECUREBOOT_PK_CERT" "$SECUREBOOT_KEK_CERT" "$SECUREBOOT_DB_CERT"; do
+        openssl x509 -in "$f" -noout 2>/dev/null || die "no PEM certificate at $f (Secure Boot)"
+    done
+    [ -f "$SECUREBOOT_DB_KEY" ] || die "no Secure Boot db key at $SECUREBOOT_DB_KEY (a file: see image/README.md, Secure Boot)"
+    [ "$(openssl x509 -in "$SECUREBOOT_DB_CERT" -noout -pubkey)" = "$(openssl pkey -in "$SECUREBOOT_DB_KEY" -pubout 2>/dev/null)" ] ||
+        die "the Secure Boot db key $SECUREBOOT_DB_KEY is not the key of $SECUREBOOT_DB_CERT"
+    SECUREBOOT_SOURCE="file"
+    case $SECUREBOOT_DB_KEY in "$DEV_UPDATE_PKI"/*) SECUREBOOT_SOURCE=development ;; esac
+}
+
+# sign_efi IN OUT: IN (an EFI PE binary: systemd-boot, a UKI) signed with the db key as OUT
+# (Authenticode, SHA-256), and checked against the db certificate. osslsigncode, not sbsign: sbsign
+# (0.9.4) puts the signing time into the signature, so every build would sign differently;
+# osslsigncode -time sets it to SOURCE_DATE_EPOCH, and an RSA PKCS#1 v1.5 signature is
+# deterministic, so the same input and key give the same bytes.
+sign_efi() {
+    rm -f "$2"
+    osslsigncode sign -certs "$SECUREBOOT_DB_CERT" -key "$SECUREBOOT_DB_KEY" -h sha256 \
+        -time "$SOURCE_DATE_EPOCH" -in "$1" -out "$2" >"$2.log" 2>&1 ||
+        die "osslsigncode could not sign $1: $(tail -3 "$2.log")"
+    rm -f "$2.log"
+    efi_signed_by "$2" "$SECUREBOOT_DB_CERT" || die "$2 does not verify against $SECUREBOOT_DB_CERT after signing"
+}
+
+# efi_signed_by FILE CERT: true when FILE's Authenticode signature verifies against CERT.
+efi_signed_by() { osslsigncode verify -CAfile "$2" -in "$1" >/dev/null 2>&1; }
+
 # --- QEMU ----------------------------------------------------------------------------------------------
-OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.fd
-OVMF_VARS=/usr/share/OVMF/OVMF_VARS_4M.fd
+# OVMF built with Secure Boot (and SMM, which protects the variable store: QEMU needs
+# -machine smm=on and a secure flash); its variables are a copy of the file secureboot_vars makes.
+OVMF_CODE=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd
+OVMF_VARS_BLANK=/usr/share/OVMF/OVMF_VARS_4M.fd
+# The variable store qemu_start boots with: the image's <base>.ovmf-vars.fd (image/build.sh);
+# each boot gets a fresh copy of it.
+QEMU_VARS=${QEMU_VARS:-}
+
+# secureboot_vars OUT: OVMF's empty variable store with the estate's PK, KEK and db enrolled and
+# Secure Boot on (user mode: only EFI binaries signed by a db key start), as OUT. virt-fw-vars
+# writes the same bytes for the same certificates.
+secureboot_vars() {
+    virt-fw-vars --loglevel warning --input "$OVMF_VARS_BLANK" --output "$1.tmp" \
+        --set-pk "$SECUREBOOT_OWNER" "$SECUREBOOT_PK_CERT" --add-kek "$SECUREBOOT_OWNER" "$SECUREBOOT_KEK_CERT" \
+        --add-db "$SECUREBOOT_OWNER" "$SECUREBOOT_DB_CERT" --secure-boot ||
+        die "virt-fw-vars could not enroll the Secure Boot keys"
+    virt-fw-vars --loglevel warning --input "$1.tmp" --print >"$1.txt" 2>&1
+    if ! { grep -Eq '^PK +: blob' "$1.txt" && grep -Eq '^KEK +: blob' "$1.txt" && grep -Eq '^db +: blob' "$1.txt" &&
+        grep -Eq '^SecureBootEnable +: bool: ON' "$1.txt"; }; then
+        die "the new OVMF variables lack PK, KEK, db or SecureBootEnable: $(cat "$1.txt")"
+    fi
+    rm -f "$1.txt"
+    mv "$1.tmp" "$1"
+}
 
 # free_port: an unused TCP port on 127.0.0.1.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# qemu_start DIR DISK NETDEV_OPTS: boots DISK under OVMF with TCG in the background. The serial
-# console is a Unix socket DIR/serial.sock (image/serial.py talks to it) logged to DIR/serial.log,
-# the QEMU monitor DIR/monitor.sock;
+# qemu_start DIR DISK NETDEV_OPTS: boots DISK under OVMF with Secure Boot enforced (the variables:
+# a copy of QEMU_VARS in DIR) with TCG in the background. The serial console is a Unix socket
+# DIR/serial.sock (image/serial.py talks to it) logged to DIR/serial.log, the QEMU monitor
+# DIR/monitor.sock;
 # user-mode networking with restrict=on plus the caller's hostfwd=/guestfwd= options. Sets
 # QEMU_PID. -no-reboot: a reboot (e.g. after a kernel panic) ends QEMU instead.
 qemu_start() {
     local dir=$1 disk=$2 netdev=$3
-    cp "$OVMF_VARS" "$dir/OVMF_VARS.fd"
+    [ -f "$QEMU_VARS" ] ||
+        die "QEMU_VARS='$QEMU_VARS': no OVMF variables with the estate's Secure Boot keys (image/build.sh makes <image>.ovmf-vars.fd)"
+    cp "$QEMU_VARS" "$dir/OVMF_VARS.fd"
     rm -f "$dir/serial.sock" "$dir/serial.log"
-    qemu-system-x86_64 -name bsfg-appliance -machine q35 -accel tcg -cpu max -smp "${QEMU_SMP:-2}" \
+    qemu-system-x86_64 -name bsfg-appliance -machine q35,smm=on -accel tcg -cpu max -smp "${QEMU_SMP:-2}" \
         -m "${QEMU_MEM:-1024}" -nodefaults -no-user-config -display none -no-reboot \
+        -global driver=cfi.pflash01,property=secure,value=on \
         -drive if=pflash,format=raw,unit=0,readonly=on,file="$OVMF_CODE" \
         -drive if=pflash,format=raw,unit=1,file="$dir/OVMF_VARS.fd" \
         -drive if=none,id=disk0,format=raw,file="$disk",discard=unmap \

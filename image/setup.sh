@@ -8,7 +8,10 @@
 #     dosfstools, mtools, fdisk, bmap-tools, busybox-static, kmod, ...; rauc and squashfs-tools
 #     for `make bundle`) and for the test (ovmf, socat, qemu-system-x86 from bookworm-backports:
 #     Debian 12's own qemu-system-x86 conflicts with the qemu-utils from backports that this host
-#     already has).
+#     already has);
+#   - for Secure Boot, from bookworm-backports: osslsigncode 2.9 (signs systemd-boot and the UKIs;
+#     -time makes the signature reproducible) and python3-virt-firmware (virt-fw-vars enrolls the
+#     estate's PK/KEK/db into the OVMF variable store the tests boot with; not in bookworm).
 # Needs root (or sudo) only when something is missing.
 set -euo pipefail
 
@@ -17,7 +20,7 @@ IMAGE_APT_PACKAGES="mmdebstrap debootstrap erofs-utils squashfs-tools rauc crypt
   dosfstools mtools fdisk bmap-tools busybox-static kmod cpio zstd xz-utils binutils e2fsprogs
   whois openssl jq curl ovmf socat"
 # From bookworm-backports.
-IMAGE_BPO_PACKAGES="qemu-system-x86"
+IMAGE_BPO_PACKAGES="qemu-system-x86 osslsigncode python3-virt-firmware"
 BPO_SOURCE=/etc/apt/sources.list.d/bookworm-backports.sources
 
 report() { printf '%-10s %s\n' "$1" "$2"; }
@@ -88,8 +91,10 @@ if ((${#missing_bpo[@]})); then
 fi
 
 for tool in debootstrap mkfs.erofs mksquashfs rauc veritysetup sfdisk mkfs.vfat mcopy bmaptool objcopy depmod \
-    qemu-system-x86_64 socat; do
+    qemu-system-x86_64 socat osslsigncode virt-fw-vars; do
     command -v "$tool" >/dev/null || die "$tool is still missing after installing the packages"
 done
 [ -f /usr/lib/systemd/boot/efi/linuxx64.efi.stub ] || die "systemd-boot-efi's linuxx64.efi.stub is missing"
-[ -f /usr/share/OVMF/OVMF_CODE.fd ] || [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || die "OVMF firmware is missing"
+for f in /usr/share/OVMF/OVMF_CODE_4M.secboot.fd /usr/share/OVMF/OVMF_VARS_4M.fd; do
+    [ -f "$f" ] || die "OVMF firmware is missing: $f (Secure Boot code and the empty variable store)"
+done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make image-test`: boots the appliance image under QEMU (TCG, OVMF, user-mode networking with
-# restrict=on; hostfwd on 127.0.0.1 only, guestfwd to 127.0.0.1 ports only) and checks:
+# `make image-test`: boots the appliance image under QEMU (TCG, OVMF with Secure Boot enforced and
+# the estate's PK/KEK/db enrolled, user-mode networking with restrict=on; hostfwd on 127.0.0.1
+# only, guestfwd to 127.0.0.1 ports only) and checks:
 #   1. unprovisioned, the node refuses to serve and says why (console and journal; exit 78);
+#      Secure Boot is on in the guest (SecureBoot variable 1, SetupMode 0);
 #   2. with a provisioning file written to the data partition, the first boot installs it; the
 #      system is `running` (every unit active), the node is READY with its sandbox on
 #      (NoNewPrivs, seccomp, no capabilities, landlock), nftables is loaded, the boot is blessed
@@ -13,7 +15,9 @@
 #   5. a clean shutdown leaves a clean data file system;
 #   6. a power cut (kill -9 of QEMU) while facts cross loses nothing the appliance confirmed:
 #      after the next boot every fact reaches enterprise exactly once;
-#   7. one flipped byte in root-a stops the boot with a dm-verity error (kernel panic);
+#   7. one flipped byte in root-a stops the boot with a dm-verity error (kernel panic); slot a's
+#      UKI signed by another key than the estate's db key is refused by the firmware (Access
+#      Denied): the kernel never starts;
 # and prints the boot time to READY and the image and root sizes, and writes them to the
 # manifests. It tests the DEBUG=1 variant (serial console with a debug shell, needed to look
 # inside) and checks that its root hash is the production image's: the root file system is the
@@ -36,6 +40,9 @@ DBG=$(image_base debug).img
 [ -f "$DBG" ] || die "the DEBUG image was not built"
 prod_hash=$(jq -r .root.root_hash "$(image_base).manifest.json")
 dbg_hash=$(jq -r .root.root_hash "$(image_base debug).manifest.json")
+# The firmware's variables: the estate's Secure Boot keys enrolled (image/build.sh); every boot
+# starts from a copy.
+QEMU_VARS=$(image_base debug).ovmf-vars.fd
 
 WORK=$(mktemp -d /tmp/bsfg-image-test.XXXXXX)
 QEMU_PID=
@@ -115,6 +122,17 @@ blessed() {
     grep -qx 'BLESS=active' <<<"$out" && grep -qx 'bsfg-a.efi' <<<"$out"
 }
 check "boot counting: the boot was blessed (bsfg-a+3.efi -> bsfg-a.efi), unprovisioned or not" blessed
+# Secure Boot: the firmware says it enforced it (SecureBoot = 1, SetupMode = 0: PK enrolled, user
+# mode), and the kernel saw it. Each variable file is 4 bytes of attributes, then the value.
+secure_boot_on() {
+    local out
+    out=$(guest 'v=/sys/firmware/efi/efivars; g=8be4df61-93ca-11d2-aa0d-00e098032b8c
+        echo "SECUREBOOT=$(od -An -tu1 $v/SecureBoot-$g | awk "{ print \$NF }") SETUPMODE=$(od -An -tu1 $v/SetupMode-$g | awk "{ print \$NF }")"
+        dmesg | grep -i "secure boot" | cut -c1-100; bootctl status 2>/dev/null | grep -i "secure boot"')
+    indent <<<"$out"
+    grep -q 'SECUREBOOT=1 SETUPMODE=0' <<<"$out" && grep -qi 'secure boot enabled' <<<"$out"
+}
+check "Secure Boot is on in the guest (SecureBoot=1, SetupMode=0; the kernel saw it)" secure_boot_on
 guest 'systemctl poweroff' 5 >/dev/null || true
 check "unprovisioned: clean power-off" qemu_wait_exit 90
 QEMU_PID=
@@ -347,6 +365,47 @@ tamper_stopped() {
 }
 check "the boot stops with a dm-verity error (kernel panic before systemd)" tamper_stopped
 
+# A copy of the image whose slot a UKI is re-signed with a throwaway key (not in db): the
+# firmware must refuse it when systemd-boot (estate-signed, so it starts) loads it, and the kernel
+# must never start. Only firmware and boot loader run: a few seconds.
+step "boot 6: slot a's UKI signed by a foreign key"
+VM=$WORK/vm-foreign
+mkdir -p "$VM"
+FOREIGN=$WORK/foreign.img
+cp --sparse=always "$DBG" "$FOREIGN"
+read -r esp_off _ < <(part_offset "$FOREIGN" esp)
+export MTOOLS_SKIP_CHECK=1
+mcopy -n -i "$FOREIGN@@$esp_off" ::/EFI/Linux/bsfg-a+3.efi "$VM/uki-estate.efi"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$VM/foreign.key" -out "$VM/foreign.pem" -days 1 \
+    -subj "/CN=foreign key, not in the estate's db" 2>/dev/null
+osslsigncode remove-signature -in "$VM/uki-estate.efi" -out "$VM/uki-unsigned.efi" >/dev/null
+osslsigncode sign -certs "$VM/foreign.pem" -key "$VM/foreign.key" -h sha256 -in "$VM/uki-unsigned.efi" \
+    -out "$VM/uki-foreign.efi" >/dev/null
+mcopy -o -i "$FOREIGN@@$esp_off" "$VM/uki-foreign.efi" ::/EFI/Linux/bsfg-a+3.efi
+foreign_signed() {
+    say "estate UKI signed by db: $(efi_signed_by "$VM/uki-estate.efi" "$SECUREBOOT_DB_CERT" && echo yes || echo no);" \
+        "re-signed: by the foreign key $(efi_signed_by "$VM/uki-foreign.efi" "$VM/foreign.pem" && echo yes || echo no)," \
+        "by db $(efi_signed_by "$VM/uki-foreign.efi" "$SECUREBOOT_DB_CERT" && echo yes || echo no)"
+    efi_signed_by "$VM/uki-estate.efi" "$SECUREBOOT_DB_CERT" && efi_signed_by "$VM/uki-foreign.efi" "$VM/foreign.pem" &&
+        ! efi_signed_by "$VM/uki-foreign.efi" "$SECUREBOOT_DB_CERT"
+}
+check "the image's UKI is signed by the estate's db key; the copy by the foreign key only" foreign_signed
+t0=$(date +%s.%N)
+qemu_start "$VM" "$FOREIGN" ""
+# The firmware gives up once systemd-boot failed (twice: it retries the boot option).
+"$SERIAL" "$VM/serial.log" wait 'No bootable option|Reached target|bsfg-initrd' 120 >/dev/null || true
+FOREIGN_SECONDS=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+kill "$QEMU_PID" 2>/dev/null || true
+wait "$QEMU_PID" 2>/dev/null || true
+QEMU_PID=
+grep -aoE 'Error loading [^ ]*efi: [A-Za-z ]*|Security Violation|No bootable option[^.]*' "$VM/serial.log" | sort | uniq -c | indent || true
+foreign_refused() {
+    say "firmware and boot loader only: ${FOREIGN_SECONDS} s"
+    grep -aqE 'Error loading .EFI.Linux.bsfg-a\+[0-9-]*\.efi: (Access Denied|Security Violation)' "$VM/serial.log" &&
+        ! grep -aqE 'EFI stub|Linux version|bsfg-initrd|Reached target' "$VM/serial.log"
+}
+check "a UKI signed by another key does not boot: the firmware refuses it (Access Denied), no kernel" foreign_refused
+
 # --- 8. build-time provisioning -----------------------------------------------------------------------------------
 step "make image ZONE_DIR=...: provisioned at build time (same root, reused)"
 zone_build() {
@@ -378,7 +437,7 @@ for m in "$(image_base).manifest.json" "$(image_base debug).manifest.json"; do
         --argjson alloc "$img_alloc" --argjson root "$root_bytes" --argjson initrd "$uki_bytes" \
         --arg when "$(date -u +%FT%TZ)" --arg failures "$failures" \
         '.measured = {by: "image/test.sh (DEBUG variant, same root hash)", at: $when,
-                      qemu: "TCG, 2 vCPUs, 1 GiB, OVMF", checks_failed: ($failures | tonumber),
+                      qemu: "TCG, 2 vCPUs, 1 GiB, OVMF with Secure Boot", checks_failed: ($failures | tonumber),
                       boot_to_ready_seconds_wall: $wall, kernel_to_ready_seconds: $kernel,
                       image_bytes: $img, image_allocated_bytes: $alloc, root_bytes: $root,
                       initrd_bytes: $initrd}' "$m" >"$m.tmp"

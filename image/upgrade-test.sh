@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make upgrade-test`: the appliance's audited A/B upgrade and automatic rollback under QEMU (TCG,
-# OVMF), with the real image, real RAUC bundles, the real boot loader and the estate around it:
+# OVMF with Secure Boot enforced), with the real image, real RAUC bundles (UKIs signed with the
+# estate's db key), the real boot loader and the estate around it:
 # the appliance is the IDMZ zone (image/zones.sh), the enterprise zone runs on this host. The
 # release team puts each bundle into the enterprise zone's firmware bucket and announces it with
 # a release fact; the appliance pulls both (digest checked); an operator asks for each install
@@ -46,6 +47,10 @@ step "DEBUG image $BASE_VERSION (slot a) and bundles $GOOD_VERSION (good) and $B
 DEBUG=1 "$IMAGE_DIR/build.sh" | grep -E 'reusing|root hash|done|up to date|WARNING' || true
 DBG=$(image_base debug).img
 [ -f "$DBG" ] || die "the DEBUG image was not built"
+# The firmware's variables: Secure Boot on with the estate's PK/KEK/db (image/build.sh); the
+# bundles' UKIs are signed with the same db key (image/bundle.sh checks it). Each boot starts
+# from a copy: what this test follows is on the ESP (boot counting), not in the variables.
+QEMU_VARS=$(image_base debug).ovmf-vars.fd
 # bundle_of VERSION [EXTRA_CMDLINE]: builds (or reuses) the DEBUG image of VERSION and its bundle;
 # prints the bundle's path.
 bundle_of() {
