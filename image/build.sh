@@ -115,12 +115,15 @@ KREL=${KPKG#linux-image-}
 say "$KPKG $KVERSION ($(basename "$KDEB"))"
 
 # --- the root stage (cached) --------------------------------------------------------------------------------
-# Every input of the root file system and the initrd, hashed.
+# Every input of the root file system and the initrd, hashed: contents and paths relative to the
+# checkout only, so that the same inputs in another checkout (another directory, another cache)
+# give the same stamp, build id and bundle manifest (image/reproducible-bundle.sh).
 root_inputs() {
+    local f
     {
         printf '%s\n' "$SOURCE_DATE_EPOCH" "$MIRROR" "$SECURITY_MIRROR" "$ROOT_PACKAGES" \
             "$REMOVE_PACKAGES" "$PRUNE_MODULES" "$INITRD_MODULES" "$ROOTFS_TYPE" "$VERSION" "$SEED"
-        sha256sum "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh" "$KEYRING"
+        for f in "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh" "$KEYRING"; do sha256sum <"$f"; done
         (cd "$ROOT" && find image/rootfs image/initrd systemd hardening -type f -print0 | sort -z |
             xargs -0 sha256sum)
         (cd "$ROOT" && find image/rootfs -printf '%p %m %l\n' | sort)
@@ -146,7 +149,7 @@ BUILD_ID=$({
     printf '%s\n' "$STAMP" "$DEBUG" "$ESP_MIB" "$ROOT_MIB" "$VERITY_MIB" "$DATA_MIB"
     if [ -n "$ZONE_DIR" ]; then (cd "$ZONE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum); fi
     # lib.sh: the UKIs' command lines and make_uki.
-    sha256sum "$IMAGE_DIR/provision.sh" "$IMAGE_DIR/lib.sh" "$ROOT/hardening/nats-server.conf"
+    (cd "$ROOT" && sha256sum image/provision.sh image/lib.sh hardening/nats-server.conf)
 } | sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] &&
     [ "$(jq -r .build_id "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
