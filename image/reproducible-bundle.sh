@@ -146,8 +146,13 @@ split_bundle() {
 split_bundle "$H.raucb" "$T/here"
 split_bundle "$E.raucb" "$T/elsewhere"
 same "bundle outside the signature" "$T/here.payload" "$T/elsewhere.payload" || true
-same "bundle's signed manifest" "$T/here.raucm" "$T/elsewhere.raucm" || true
-if ! same "signature, value and time masked" "$T/here.cms.txt" "$T/elsewhere.cms.txt"; then
+signed_same=1
+if ! same "bundle's signed manifest" "$T/here.raucm" "$T/elsewhere.raucm"; then
+    signed_same=0
+    diff "$T/here.raucm" "$T/elsewhere.raucm" | head -10 | sed 's/^/           /' || true
+fi
+# (The CMS holds the signed manifest: its differences are shown above.)
+if ! same "signature, value and time masked" "$T/here.cms.txt" "$T/elsewhere.cms.txt" && [ "$signed_same" = 1 ]; then
     diff "$T/here.cms.txt" "$T/elsewhere.cms.txt" | head -10 | sed 's/^/           /' || true
 fi
 jq 'del(.sha256)' "$H.raucb.json" >"$T/here.raucb.json"
@@ -157,7 +162,7 @@ if ! same ".raucb.json (but the file's sha256)" "$T/here.raucb.json" "$T/elsewhe
 fi
 if cmp -s "$H.raucb" "$E.raucb"; then
     say "whole .raucb                         identical (the same signature bytes)"
-else
+elif [ "$different" -eq 0 ]; then
     say "whole .raucb                         differs in the CMS signature only (expected: ECDSA nonce, signing time)"
 fi
 
@@ -214,11 +219,13 @@ done
 images=("$H.img")
 cmp -s "$H.manifest.json" "$E.manifest.json" || images+=("$E.img")
 for img in "${images[@]}"; do
+    side=here
+    [ "$img" = "$H.img" ] || side=elsewhere
     for part in esp data; do
         read -r offset size < <(part_offset "$img" "$part")
         dd if="$img" of="$T/$part.img" bs=4M iflag=skip_bytes,count_bytes skip="$offset" count="$size" conv=sparse status=none
     done
-    leak "disk image's ESP, data partition" "$T/esp.img" "$T/data.img"
+    leak "ESP and data partition ($side)" "$T/esp.img" "$T/data.img"
     rm -f "$T/esp.img" "$T/data.img"
 done
 leak "UKIs (here, elsewhere)" "$H.parts"/uki-?.efi "$E.parts"/uki-?.efi
