@@ -33,6 +33,8 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || die "image/reproducible-bundle.sh needs root (image/build.sh)"
 HERE_CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 HERE_NATS=${NATS_BIN:-$ROOT/.tools/bin/nats-server}
+# The downloaded kernel package: the one input both builds share (image/build.sh's CACHE).
+KERNEL_CACHE=${CACHE:-$OUT/cache}
 
 if [ -n "${ELSEWHERE:-}" ]; then
     work=$(cd "$ELSEWHERE" && pwd)
@@ -72,11 +74,11 @@ build_and_bundle() {
 
 start=$SECONDS
 step "here: image and bundle in $ROOT (CARGO_HOME=$HERE_CARGO_HOME)"
-build_and_bundle here "$ROOT"
+build_and_bundle here "$ROOT" OUT="$OUT" CACHE="$KERNEL_CACHE"
 here_seconds=$((SECONDS - start))
 start=$SECONDS
 step "elsewhere: image (its own root) and bundle in $COPY (CARGO_HOME=$COPY_CARGO_HOME)"
-build_and_bundle elsewhere "$COPY" CARGO_HOME="$COPY_CARGO_HOME" CACHE="$OUT/cache"
+build_and_bundle elsewhere "$COPY" CARGO_HOME="$COPY_CARGO_HOME" CACHE="$KERNEL_CACHE"
 elsewhere_seconds=$((SECONDS - start))
 say "here ${here_seconds}s, elsewhere ${elsewhere_seconds}s"
 
