@@ -55,7 +55,7 @@ mkdir -p "$T"
 
 # Both builds: the non-DEBUG image, the development key and keyring, whatever the caller's
 # environment says (what is compared is the content; signing is compared apart).
-clean_env=(env -u OUT -u BUILD -u CACHE -u BSFG_BIN -u SIGNING_CERT -u SIGNING_KEY -u UPDATE_KEYRING
+clean_env=(env -u OUT -u BUILD -u CACHE -u BSFG_BIN -u SIGNING_CERT -u SIGNING_KEY -u UPDATE_KEYRING -u CHECK_KEYRING
     -u BUNDLE -u BUNDLE_EXTRA_CMDLINE -u ZONE_DIR -u FORCE -u REBUILD_ROOT -u CARGO_TARGET_DIR
     DEBUG=0 NATS_BIN="$HERE_NATS")
 # build_and_bundle NAME DIR [VAR=VALUE...]: image/build.sh and image/bundle.sh in checkout DIR,
