@@ -20,7 +20,7 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle upgrade-test clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle reproducible-bundle upgrade-test clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -39,6 +39,8 @@ help:
 	@echo "make bundle     (root) the image, then a signed RAUC bundle (verity) of it for A/B upgrades:"
 	@echo "                out/bsfg-appliance-<version>-x86_64.raucb (VERSION=, DEBUG=1, SIGNING_CERT=/SIGNING_KEY=,"
 	@echo "                BUNDLE_EXTRA_CMDLINE=; image/README.md, \"Upgrades\")"
+	@echo "make reproducible-bundle (root) the image and bundle here and from a copy of the checkout in"
+	@echo "                another directory with another CARGO_HOME: identical, no build path in them"
 	@echo "make upgrade-test (root) A/B upgrade under QEMU: a good bundle is installed and blessed, power cuts"
 	@echo "                keep it, a bundle that cannot become healthy rolls back by itself"
 	@echo "make bench      setup, build, scripts/bench.sh"
@@ -81,6 +83,11 @@ image-test: image
 
 bundle: image
 	@cd $(ROOT) && DEBUG="$(DEBUG)" image/bundle.sh
+
+# The static binary here; the copy's (scripts/reproducible.sh) and both images and bundles are
+# built by the script (image/README.md, "Reproducibility").
+reproducible-bundle: setup
+	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/reproducible-bundle.sh
 
 # Builds what it needs itself (the DEBUG image and two higher-version bundles, in out/upgrade-test/).
 upgrade-test: setup

@@ -133,12 +133,15 @@ KREL=${KPKG#linux-image-}
 say "$KPKG $KVERSION ($(basename "$KDEB"))"
 
 # --- the root stage (cached) --------------------------------------------------------------------------------
-# Every input of the root file system and the initrd, hashed.
+# Every input of the root file system and the initrd, hashed: contents and paths relative to the
+# checkout only, so that the same inputs in another checkout (another directory, another cache)
+# give the same stamp, build id and bundle manifest (image/reproducible-bundle.sh).
 root_inputs() {
+    local f
     {
         printf '%s\n' "$SOURCE_DATE_EPOCH" "$MIRROR" "$SECURITY_MIRROR" "$ROOT_PACKAGES" \
             "$REMOVE_PACKAGES" "$PRUNE_MODULES" "$INITRD_MODULES" "$ROOTFS_TYPE" "$VERSION" "$SEED"
-        sha256sum "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh" "$KEYRING"
+        for f in "$KDEB" "$BSFG_BIN" "$NATS_BIN" "$IMAGE_DIR/build.sh" "$KEYRING"; do sha256sum <"$f"; done
         (cd "$ROOT" && find image/rootfs image/initrd systemd hardening -type f -print0 | sort -z |
             xargs -0 sha256sum)
         (cd "$ROOT" && find image/rootfs -printf '%p %m %l\n' | sort)
@@ -159,19 +162,26 @@ if [ "$DEBUG" = 1 ]; then suffix=${suffix:+$suffix-}debug; fi
 BASE=$(image_base "$suffix")
 IMG=$BASE.img
 # Everything the output depends on: when the image, its bmap and manifest exist with the same
-# build id, there is nothing to do (FORCE=1 rebuilds anyway).
+# build id, made from the same commit (the manifest records it), there is nothing to do (FORCE=1
+# rebuilds anyway).
+GIT_COMMIT=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY=false
+if [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]; then GIT_DIRTY=true; fi
 BUILD_ID=$({
     printf '%s\n' "$STAMP" "$DEBUG" "$ESP_MIB" "$ROOT_MIB" "$VERITY_MIB" "$DATA_MIB"
     if [ -n "$ZONE_DIR" ]; then (cd "$ZONE_DIR" && find . -type f -print0 | sort -z | xargs -0 sha256sum); fi
     # lib.sh: the UKIs' command lines and make_uki.
-    sha256sum "$IMAGE_DIR/provision.sh" "$IMAGE_DIR/lib.sh" "$ROOT/hardening/nats-server.conf"
-    # Secure Boot: the keys, the signer, systemd-boot and the OVMF variable store template.
-    sha256sum "$SECUREBOOT_PK_CERT" "$SECUREBOOT_KEK_CERT" "$SECUREBOOT_DB_CERT" "$SECUREBOOT_DB_KEY" \
-        /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$OVMF_VARS_BLANK"
+    (cd "$ROOT" && sha256sum image/provision.sh image/lib.sh hardening/nats-server.conf)
+    # Secure Boot: the keys, the signer, systemd-boot and the OVMF variable store template, by
+    # content (the keys may lie anywhere: a path would make the build id the build machine's).
+    for f in "$SECUREBOOT_PK_CERT" "$SECUREBOOT_KEK_CERT" "$SECUREBOOT_DB_CERT" "$SECUREBOOT_DB_KEY" \
+        /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$OVMF_VARS_BLANK"; do
+        sha256sum <"$f"
+    done
     osslsigncode --version 2>/dev/null | head -1
 } | sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-0}" != 1 ] && [ "${REBUILD_ROOT:-0}" != 1 ] && [ -f "$IMG" ] && [ -f "$IMG.bmap" ] && [ -d "$BASE.parts" ] && [ -f "$BASE.ovmf-vars.fd" ] &&
-    [ "$(jq -r .build_id "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID" ]; then
+    [ "$(jq -r '"\(.build_id) \(.git_commit) \(.git_dirty)"' "$BASE.manifest.json" 2>/dev/null)" = "$BUILD_ID $GIT_COMMIT $GIT_DIRTY" ]; then
     step "up to date: $IMG (inputs unchanged; FORCE=1 to rebuild)"
     say "root hash $(jq -r .root.root_hash "$BASE.manifest.json")"
     exit 0
@@ -525,8 +535,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 jq -n \
     --arg name "$(basename "$IMG")" --arg version "$VERSION" --arg arch "$ARCH" --arg buildid "$BUILD_ID" \
     --argjson debug "$DEBUG" --arg zone "$ZONE" --arg sde "$SOURCE_DATE_EPOCH" \
-    --arg commit "$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
-    --arg dirty "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" \
+    --arg commit "$GIT_COMMIT" --argjson dirty "$GIT_DIRTY" \
     --arg kpkg "$KPKG" --arg kver "$KVERSION" --arg krel "$KREL" --arg fstype "$ROOTFS_TYPE" \
     --arg roothash "$ROOTHASH" --arg salt "$(hex_of verity-salt-a)" --arg vuuid "$(uuid_of verity-a)" \
     --argjson rootbytes "$ROOT_BYTES" --argjson veritybytes "$(stat -c %s "$BUILD/root.verity")" \
@@ -561,7 +570,7 @@ jq -n \
     '{
       name: $name, version: $version, arch: $arch, debug: ($debug == 1), build_id: $buildid,
       zone: (if $zone == "" then null else $zone end),
-      source_date_epoch: ($sde | tonumber), git_commit: $commit, git_dirty: ($dirty != ""),
+      source_date_epoch: ($sde | tonumber), git_commit: $commit, git_dirty: $dirty,
       debian: {suite: "bookworm", mirror: $mirror},
       kernel: {package: $kpkg, version: $kver, release: $krel, from: "bookworm-backports"},
       kernel_cmdline: $cmdline,

@@ -11,8 +11,10 @@
 # Inputs: the image's <base>.parts/ and .manifest.json (image/build.sh; `make bundle` builds the
 # image first). Variables: VERSION, DEBUG=1 (the DEBUG image's UKIs: serial console and shell),
 # SIGNING_CERT / SIGNING_KEY (file or PKCS#11 URI, for rauc --cert/--key; default: the
-# DEVELOPMENT signing key in image/dev-update-pki/), UPDATE_KEYRING (the CA the bundle is checked
-# against afterwards; default the development CA), BUNDLE_EXTRA_CMDLINE (appended to both UKIs'
+# DEVELOPMENT signing key in image/dev-update-pki/), UPDATE_KEYRING (the CA the image trusts and
+# the bundle is checked against afterwards; default the development CA), CHECK_KEYRING (check
+# against this CA instead: an auditor rebuilding a release with UPDATE_KEYRING=its CA signs with
+# the development key, CHECK_KEYRING=image/dev-update-pki/ca.pem), BUNDLE_EXTRA_CMDLINE (appended to both UKIs'
 # command lines, e.g. systemd.mask=bsfg.service for a test firmware that cannot become healthy;
 # the default output name then ends in -extra-cmdline), BUNDLE=path (the output file),
 # SECUREBOOT_DB_CERT/SECUREBOOT_DB_KEY (the Secure Boot db key that signs a UKI made here with the
@@ -24,8 +26,9 @@
 # inputs give the same squashfs, the same image checksums and the same verity hash in the signed
 # manifest (`rauc info`, .raucb.json): RAUC 1.8 draws the verity salt at random, so the hash tree
 # is re-made with a salt derived from the payload and the manifest signed again (file keys only;
-# with a PKCS#11 key the salt stays RAUC's). The CMS signature carries its signing time, so the
-# .raucb file itself differs between runs.
+# with a PKCS#11 key the salt stays RAUC's). The CMS signature carries its signing time and an
+# ECDSA signature a random nonce, so the .raucb file itself differs between runs in its signature
+# only (image/reproducible-bundle.sh compares the rest).
 set -euo pipefail
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -36,6 +39,9 @@ BUNDLE_EXTRA_CMDLINE=${BUNDLE_EXTRA_CMDLINE:-}
 SIGNING_CERT=${SIGNING_CERT:-$DEV_UPDATE_PKI/signing.pem}
 SIGNING_KEY=${SIGNING_KEY:-$DEV_UPDATE_PKI/signing.key}
 KEYRING=${UPDATE_KEYRING:-$DEV_UPDATE_PKI/ca.pem}
+# The CA the new bundle is checked against: the image's keyring, unless an auditor rebuilding a
+# release (UPDATE_KEYRING=the release CA, so the same root) signs with a key of another CA.
+CHECK_KEYRING=${CHECK_KEYRING:-$KEYRING}
 
 suffix=
 if [ "$DEBUG" = 1 ]; then suffix=debug; fi
@@ -180,11 +186,11 @@ cat >"$WORK/check.conf" <<CONF_EOF
 compatible=$RAUC_COMPATIBLE
 bootloader=noop
 [keyring]
-path=$KEYRING
+path=$CHECK_KEYRING
 check-purpose=codesign
 CONF_EOF
 rauc --conf="$WORK/check.conf" info --output-format=json "$BUNDLE.tmp" >"$WORK/info.json" 2>"$WORK/info.log" ||
-    { cat "$WORK/info.log" >&2; die "the new bundle does not verify against $KEYRING (check-purpose=codesign)"; }
+    { cat "$WORK/info.log" >&2; die "the new bundle does not verify against $CHECK_KEYRING (check-purpose=codesign)"; }
 rauc --conf="$WORK/check.conf" info "$BUNDLE.tmp" 2>/dev/null >"$WORK/info.txt"
 # The payload against the signed verity hash, as RAUC checks it before an extraction.
 rauc --conf="$WORK/check.conf" extract "$BUNDLE.tmp" "$WORK/extracted" >"$WORK/extract.log" 2>&1 ||
