@@ -144,7 +144,10 @@ start_zones() {
     local zone
     for zone in "$@"; do
         mkdir -p "$ESTATE_DIR/$zone"
-        printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "${NATS_PORT[$zone]}" \
+        # max_file_store: what the zone's streams and buckets reserve (1 GiB each by default, 6 in
+        # all for enterprise) must fit; nats-server's default is 75 % of the disk's free space,
+        # which a busy build machine may not have (the zones write far less than they reserve).
+        printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s", max_file_store: 16GB }\n' "${NATS_PORT[$zone]}" \
             "$ESTATE_DIR/$zone/js" >"$ESTATE_DIR/$zone/nats.conf"
         "$ESTATE_NATS" -c "$ESTATE_DIR/$zone/nats.conf" >"$ESTATE_DIR/$zone/nats.log" 2>&1 &
         ESTATE_PIDS+=($!)
