@@ -20,7 +20,7 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle reproducible-bundle upgrade-test clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle reproducible-bundle upgrade-test upgrade-door-test clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -92,6 +92,10 @@ reproducible-bundle: setup
 # Builds what it needs itself (the DEBUG image and two higher-version bundles, in out/upgrade-test/).
 upgrade-test: setup
 	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/upgrade-test.sh
+
+# The same through the estate and the operator's door (not in make test yet).
+upgrade-door-test: setup
+	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/upgrade-door-test.sh
 
 bench: setup build
 	@cd $(ROOT) && scripts/bench.sh
