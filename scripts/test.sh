@@ -131,7 +131,7 @@ start=$SECONDS
 rc=0
 { image/build.sh && image/test.sh; } 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
 # "image-test: 22 passed, 0 failed" (a build failure counts as one failed check).
-read -r image_passed image_failed < <(sed -n 's/^image-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1)
+read -r image_passed image_failed < <(sed -n 's/^image-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1) || true # no line: the script died first (counted below)
 image_passed=${image_passed:-0}
 image_failed=${image_failed:-0}
 if [ "$rc" -ne 0 ] && [ "$image_failed" -eq 0 ]; then image_failed=1; fi
@@ -151,7 +151,7 @@ echo "=== A/B upgrades: make upgrade-test (bundles installed, blessed, power cut
 start=$SECONDS
 rc=0
 image/upgrade-test.sh 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}
-read -r up_passed up_failed < <(sed -n 's/^upgrade-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1)
+read -r up_passed up_failed < <(sed -n 's/^upgrade-test: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log" | tail -1) || true # no line: the script died first (counted below)
 up_passed=${up_passed:-0}
 up_failed=${up_failed:-0}
 if [ "$rc" -ne 0 ] && [ "$up_failed" -eq 0 ]; then up_failed=1; fi
