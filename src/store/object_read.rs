@@ -31,23 +31,6 @@ use std::{
 };
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// Where a reader stands: the stream sequence its search for the next chunk starts at, how many
-/// bytes of that chunk were already handed out, and the object's offset there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub sequence: u64,
-    pub skip: usize,
-    pub offset: u64,
-}
-
-impl Position {
-    pub const START: Position = Position {
-        sequence: 1,
-        skip: 0,
-        offset: 0,
-    };
-}
-
 type ChunkFuture = BoxFuture<'static, Result<StreamMessage, RawMessageError>>;
 
 pub struct ChunkReader {
@@ -56,16 +39,10 @@ pub struct ChunkReader {
     size: u64,
     /// The next chunk's search starts here.
     next_sequence: u64,
-    /// The sequence of the chunk in `chunk` and its length, for [`ChunkReader::position`].
-    current: Option<(u64, usize)>,
-    /// Bytes of the first chunk fetched that were handed out before this reader started.
-    skip: usize,
     chunk: Bytes,
-    /// Bytes handed out (the object's offset of the next byte read).
-    offset: u64,
-    /// Bytes of the object fetched so far (`offset` + what is left in `chunk`).
+    /// Bytes of the object fetched so far.
     fetched: u64,
-    /// Set when reading from the first byte: checked against `digest` at the end.
+    /// Of every byte fetched, checked against `digest` at the end (taken then).
     hasher: Option<Sha256>,
     digest: String,
     pending: Option<ChunkFuture>,
@@ -73,46 +50,18 @@ pub struct ChunkReader {
 
 impl ChunkReader {
     /// A reader of the object whose chunks are published on `subject` in `stream`, `size` bytes
-    /// with `digest` (`sha256:<hex>`), from `at`. Read from the start, the digest is checked
-    /// at the end.
-    pub fn new(
-        stream: Stream<()>,
-        subject: String,
-        size: u64,
-        digest: String,
-        at: Position,
-    ) -> Self {
-        let from_start = at == Position::START;
+    /// with `digest` (`sha256:<hex>`), from its first byte; the digest is checked at the end.
+    pub fn new(stream: Stream<()>, subject: String, size: u64, digest: String) -> Self {
         ChunkReader {
             stream,
             subject,
             size,
-            next_sequence: at.sequence,
-            current: None,
-            skip: at.skip,
+            next_sequence: 1,
             chunk: Bytes::new(),
-            offset: at.offset,
-            fetched: at.offset,
-            hasher: from_start.then(Sha256::new),
+            fetched: 0,
+            hasher: Some(Sha256::new()),
             digest,
             pending: None,
-        }
-    }
-
-    /// Where the next byte comes from, for a reader that goes on from here.
-    pub fn position(&self) -> Position {
-        match self.current {
-            Some((sequence, len)) if !self.chunk.is_empty() => Position {
-                sequence,
-                skip: len - self.chunk.len(),
-                offset: self.offset,
-            },
-            // Between chunks, or before the first (whose skip is still to come).
-            _ => Position {
-                sequence: self.next_sequence,
-                skip: self.skip,
-                offset: self.offset,
-            },
         }
     }
 
@@ -131,25 +80,16 @@ impl ChunkReader {
     }
 
     fn take(&mut self, message: StreamMessage) -> io::Result<()> {
-        let mut payload = message.payload;
-        let skip = std::mem::take(&mut self.skip);
-        if skip > payload.len() {
-            return Err(damaged(
-                "a chunk is shorter than where the last read stopped",
-            ));
-        }
-        let len = payload.len();
-        let new = payload.split_off(skip);
-        if self.fetched + new.len() as u64 > self.size {
+        let payload = message.payload;
+        if self.fetched + payload.len() as u64 > self.size {
             return Err(damaged("its chunks hold more bytes than its size"));
         }
         if let Some(hasher) = &mut self.hasher {
-            hasher.update(&new);
+            hasher.update(&payload);
         }
-        self.fetched += new.len() as u64;
+        self.fetched += payload.len() as u64;
         self.next_sequence = message.sequence + 1;
-        self.current = Some((message.sequence, len));
-        self.chunk = new;
+        self.chunk = payload;
         Ok(())
     }
 
@@ -185,7 +125,6 @@ impl AsyncRead for ChunkReader {
             if !this.chunk.is_empty() {
                 let n = buf.remaining().min(this.chunk.len());
                 buf.put_slice(&this.chunk.split_to(n));
-                this.offset += n as u64;
                 return Poll::Ready(Ok(()));
             }
             if this.fetched == this.size {
@@ -236,7 +175,6 @@ impl JetStreamStore {
         &self,
         info: &ObjectInfo,
         subject: &str,
-        at: Position,
     ) -> Result<ChunkReader, StoreError> {
         let stream = self
             .js
@@ -248,7 +186,6 @@ impl JetStreamStore {
             subject.to_string(),
             info.size,
             info.digest.clone(),
-            at,
         ))
     }
 
@@ -259,7 +196,7 @@ impl JetStreamStore {
         key: &str,
     ) -> Result<(ObjectInfo, ChunkReader), StoreError> {
         let (info, subject) = self.locate(bucket, key).await?;
-        let reader = self.chunk_reader(&info, &subject, Position::START).await?;
+        let reader = self.chunk_reader(&info, &subject).await?;
         Ok((info, reader))
     }
 }
