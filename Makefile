@@ -20,7 +20,7 @@ export BSFG_NODE_CLIENT := $(ROOT)/tests/clients/node/call.mjs
 export BSFG_PY := $(ROOT)/.tools/venv/bin/python
 export BSFG_PY_CLIENT := $(ROOT)/tests/clients/python/call.py
 
-.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle reproducible-bundle upgrade-test upgrade-door-test clean distclean
+.PHONY: help setup build static lint check-units check-units-live test demo demo-local bench image image-test bundle reproducible-bundle upgrade-test clean distclean
 
 help:
 	@echo "make setup      install/verify tools: musl target, apt packages, nats-server, venv, npm, generated clients"
@@ -41,8 +41,9 @@ help:
 	@echo "                BUNDLE_EXTRA_CMDLINE=; image/README.md, \"Upgrades\")"
 	@echo "make reproducible-bundle (root) the image and bundle here and from a copy of the checkout in"
 	@echo "                another directory with another CARGO_HOME: identical, no build path in them"
-	@echo "make upgrade-test (root) A/B upgrade under QEMU: a good bundle is installed and blessed, power cuts"
-	@echo "                keep it, a bundle that cannot become healthy rolls back by itself"
+	@echo "make upgrade-test (root) the upgrade runbook under QEMU: bundles released through the enterprise"
+	@echo "                zone, installed by an operator's call, forged ones refused, power cuts, an"
+	@echo "                interrupted install, a bundle that cannot become healthy rolls back by itself"
 	@echo "make bench      setup, build, scripts/bench.sh"
 	@echo "make clean      cargo clean and remove the generated client code"
 	@echo "make distclean  clean, and remove .tools/ and node_modules/ too"
@@ -89,13 +90,10 @@ bundle: image
 reproducible-bundle: setup
 	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/reproducible-bundle.sh
 
-# Builds what it needs itself (the DEBUG image and two higher-version bundles, in out/upgrade-test/).
+# Builds what it needs itself (the DEBUG image, the bundles, in out/upgrade-test/) and runs the
+# enterprise zone on this host beside the appliance.
 upgrade-test: setup
 	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/upgrade-test.sh
-
-# The same through the estate and the operator's door (not in make test yet).
-upgrade-door-test: setup
-	@cd $(ROOT) && STATIC_TARGETS=x86_64 scripts/static.sh && image/upgrade-door-test.sh
 
 bench: setup build
 	@cd $(ROOT) && scripts/bench.sh

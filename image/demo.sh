@@ -45,7 +45,7 @@ step "Provisioning the appliance as zone idmz (identity, bsfg.toml, peers, netwo
 DISK=$WORK/disk.img
 cp --sparse=always "$IMG" "$DISK"
 # The gateway's disk is larger than the image; the first boot grows the data partition.
-truncate -s 10G "$DISK"
+truncate -s "$GATEWAY_DISK" "$DISK"
 "$IMAGE_DIR/provision.sh" bundle "$ZONE_DIR_IDMZ" "$WORK/idmz-provision.tar"
 "$IMAGE_DIR/provision.sh" write "$DISK" "$WORK/idmz-provision.tar"
 

@@ -35,6 +35,10 @@ ESP_MIB=${ESP_MIB:-128}
 ROOT_MIB=${ROOT_MIB:-512}
 VERITY_MIB=${VERITY_MIB:-32}
 DATA_MIB=${DATA_MIB:-512}
+# The gateway disk the tests and the demo grow a copy of the image to: the IDMZ example's
+# reservations (6 GiB of max_bytes) fit in nats-server's 75 % of the grown data partition with
+# room to spare for bundles kept beside them (image/README.md, "Flashing").
+GATEWAY_DISK=${GATEWAY_DISK:-16G}
 # Discoverable Partitions Specification type GUIDs (x86-64).
 TYPE_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 TYPE_ROOT=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709

@@ -96,8 +96,8 @@ mkdir -p "$WORK/vm1" "$WORK/vm2" "$WORK/vm3" "$WORK/vm-cut" "$WORK/vm4"
 DISK=$WORK/disk.img
 cp --sparse=always "$DBG" "$DISK"
 # A gateway disk is larger than the image: the first boot grows the data partition (JetStream
-# reserves each stream's max_bytes: the default categories and bucket need ~5 GiB).
-truncate -s 10G "$DISK"
+# reserves each stream's max_bytes: the IDMZ example needs 6 GiB; image/README.md, "Flashing").
+truncate -s "$GATEWAY_DISK" "$DISK"
 
 # --- 1. unprovisioned --------------------------------------------------------------------------------------------
 step "boot 1: the image as built, not provisioned"
@@ -140,7 +140,7 @@ grown() {
     grep -a 'data partition grown' "$VM/serial.log" | indent
     grep -aq 'data partition grown' "$VM/serial.log"
 }
-check "first boot on a 10 GiB disk grew the data partition" grown
+check "first boot on a $GATEWAY_DISK disk grew the data partition" grown
 
 # --- 2. provisioned at first boot ------------------------------------------------------------------------------
 step "provisioning file for the appliance (zone idmz) -> the data partition"

@@ -147,7 +147,7 @@ ELSEWHERE=$repro_work image/reproducible-bundle.sh 2>&1 | tee "$log" || rc=${PIP
 detail=$(sed -n 's/^reproducible-bundle: //p' "$log" | tail -1)
 phase repro-bundle "image/reproducible-bundle.sh (root, verity, UKIs, manifests, bundle; no build path): ${detail:-no result}" "$rc" $((SECONDS - start))
 
-echo "=== A/B upgrades: make upgrade-test (bundles installed, blessed, power cuts, rollback under QEMU)"
+echo "=== A/B upgrades: make upgrade-test (the runbook under QEMU: released, refused, installed, blessed, power cuts, rollback)"
 start=$SECONDS
 rc=0
 image/upgrade-test.sh 2>&1 | tee "$log" || rc=${PIPESTATUS[0]}

@@ -385,6 +385,9 @@ async fn open_store(config: &Config) -> Option<JetStreamStore> {
             Ok(store) => return Some(store),
             Err(e) => {
                 tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "JetStream not ready");
+                // What `systemctl status` and the appliance's boot check show while it waits:
+                // e.g. streams whose max_bytes together exceed what JetStream may reserve.
+                ops::notify::status(&format!("JetStream not ready (attempt {attempt}): {e}"));
             }
         }
         tokio::select! {

@@ -7,8 +7,9 @@ use super::{STATUS_KEY, boot::BootEntries};
 use super::{
     agent::{self, Appliance},
     audit::{self, Outbox, Step},
+    conclusion::{Conclusion, Conclusions},
     host::Paths,
-    report::{self, Health},
+    report::{self, Health, PendingInstall},
 };
 use crate::{
     config::Config,
@@ -27,25 +28,20 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How often the agent looks for an approved install.
 const AGENT_POLL: Duration = Duration::from_secs(2);
 
-/// How an install that the pending state named ended, for its record in `bsfg_firmware`.
-struct Conclusion {
-    attempt: String,
-    state: &'static str,
-    message: String,
-}
-
-fn conclusion_of(steps: &[Step]) -> Option<Conclusion> {
+/// How the install the pending state named ended, when these steps say it did.
+fn conclusion_of(steps: &[Step], pending: Option<&PendingInstall>) -> Option<Conclusion> {
+    let pending_attempt = || pending.map(|p| p.attempt.clone());
     steps.iter().find_map(|step| match step {
         Step::Interrupted {
             attempt, reason, ..
         } => Some(Conclusion {
             attempt: attempt.clone(),
-            state: "failed",
+            state: "failed".into(),
             message: reason.clone(),
         }),
         Step::RolledBack { reason, .. } => Some(Conclusion {
-            attempt: String::new(),
-            state: "rolled_back",
+            attempt: pending_attempt()?,
+            state: "rolled_back".into(),
             message: reason.clone(),
         }),
         _ => None,
@@ -54,49 +50,68 @@ fn conclusion_of(steps: &[Step]) -> Option<Conclusion> {
 
 /// Records this boot (and what it says about an install in progress), then flushes.
 pub fn boot_report(config_path: &Path, paths: &Paths) -> ExitCode {
-    run(config_path, paths, |zone| {
-        let boot = paths.boot()?;
-        let pending = paths.pending()?;
-        let (steps, keep) = report::at_boot(&boot, pending.as_ref());
-        let conclusion = conclusion_of(&steps).map(|mut c| {
-            if c.attempt.is_empty() {
-                c.attempt = pending
-                    .as_ref()
-                    .map(|p| p.attempt.clone())
-                    .unwrap_or_default();
-            }
-            c
-        });
-        push(paths, zone, steps)?;
-        paths.set_pending(keep.as_ref())?;
-        Ok(conclusion)
-    })
+    run(config_path, paths, |zone| record_boot(paths, zone))
+}
+
+/// This boot's steps into the outbox and the install's conclusion beside it, both before the
+/// install state they settle is dropped.
+pub(super) fn record_boot(paths: &Paths, zone: &str) -> Result<(), String> {
+    let boot = paths.boot()?;
+    let pending = paths.pending()?;
+    let (steps, keep) = report::at_boot(&boot, pending.as_ref());
+    let conclusion = conclusion_of(&steps, pending.as_ref());
+    push(paths, zone, steps)?;
+    if let Some(c) = conclusion {
+        Conclusions::new(paths.conclusions()).keep(&c)?;
+    }
+    paths.set_pending(keep.as_ref())
 }
 
 /// Records the health check's verdict on this boot (blessed, or a bad counted boot with its
 /// reason), then flushes.
 pub fn health(config_path: &Path, paths: &Paths, health: &Health) -> ExitCode {
     run(config_path, paths, |zone| {
-        let boot = paths.boot()?;
-        let pending = paths.pending()?;
-        let (steps, keep) = report::at_health(&boot, health, pending.as_ref());
-        let blessed = steps.iter().any(|s| matches!(s, Step::Blessed { .. }));
-        let conclusion = pending
-            .filter(|p| blessed && p.slot == boot.slot)
-            .map(|p| Conclusion {
-                attempt: p.attempt,
-                state: "blessed",
-                message: format!("slot {} running {} is blessed", boot.slot, boot.version),
-            });
-        push(paths, zone, steps)?;
-        paths.set_pending(keep.as_ref())?;
-        Ok(conclusion)
+        record_health(paths, zone, health)
     })
+}
+
+pub(super) fn record_health(paths: &Paths, zone: &str, health: &Health) -> Result<(), String> {
+    let boot = paths.boot()?;
+    let pending = paths.pending()?;
+    let (steps, keep) = report::at_health(&boot, health, pending.as_ref());
+    let blessed = steps.iter().any(|s| matches!(s, Step::Blessed { .. }));
+    let conclusion = pending
+        .filter(|p| blessed && p.slot == boot.slot)
+        .map(|p| Conclusion {
+            attempt: p.attempt,
+            state: "blessed".into(),
+            message: format!("slot {} running {} is blessed", boot.slot, boot.version),
+        });
+    push(paths, zone, steps)?;
+    if let Some(c) = conclusion {
+        Conclusions::new(paths.conclusions()).keep(&c)?;
+    }
+    paths.set_pending(keep.as_ref())
 }
 
 /// Appends what the outbox holds.
 pub fn flush_audit(config_path: &Path, paths: &Paths) -> ExitCode {
-    run(config_path, paths, |_| Ok(None))
+    run(config_path, paths, |_| Ok(()))
+}
+
+/// The outbox's records into the audit category, in order, then the conclusions they lead to
+/// into the install records (never before: a record says `blessed` only once the audit trail
+/// does). Returns how many audit records were appended.
+pub(super) async fn flush<S: crate::store::Store>(
+    store: &S,
+    paths: &Paths,
+    max_fact_bytes: usize,
+) -> Result<usize, String> {
+    let n = Outbox::new(paths.outbox())
+        .flush(store, max_fact_bytes)
+        .await?;
+    Conclusions::new(paths.conclusions()).apply(store).await?;
+    Ok(n)
 }
 
 /// What the agent reports as `status` in `bsfg_firmware` (GetFirmwareStatus): the booted slot
@@ -171,7 +186,6 @@ pub fn agent<A: Appliance>(
             "bsfg firmware agent: watching the install requests of zone {}",
             config.zone
         );
-        let outbox = Outbox::new(paths.outbox());
         let mut pass_number = 0u32;
         loop {
             if pass_number.is_multiple_of(REPORT_EVERY)
@@ -181,8 +195,8 @@ pub fn agent<A: Appliance>(
             }
             pass_number = pass_number.wrapping_add(1);
             // What boot-report or the health check could not append yet (nats-server was still
-            // starting) goes out first, in order.
-            if let Err(e) = outbox.flush(&store, config.limits.max_fact_bytes).await {
+            // starting) goes out first, in order, and then the install records they conclude.
+            if let Err(e) = flush(&store, paths, config.limits.max_fact_bytes).await {
                 eprintln!("bsfg firmware agent: {e}");
             }
             // Each bundle that arrived in the firmware bucket is announced once (installs
@@ -244,12 +258,12 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
 }
 
 /// Loads the config, runs `local` (the decisions, kept on disk), then flushes the outbox and
-/// concludes the install record. A flush that cannot reach nats-server leaves the records for the
-/// next run: the exit status says so, the records are safe.
+/// the install's conclusion. A flush that cannot reach nats-server leaves both for the next run
+/// (the firmware agent's next pass): the exit status says so, the records are safe.
 fn run(
     config_path: &Path,
     paths: &Paths,
-    local: impl FnOnce(&str) -> Result<Option<Conclusion>, String>,
+    local: impl FnOnce(&str) -> Result<(), String>,
 ) -> ExitCode {
     let config = match Config::load(config_path) {
         Ok(config) => config,
@@ -258,13 +272,10 @@ fn run(
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let conclusion = match local(&config.zone) {
-        Ok(conclusion) => conclusion,
-        Err(e) => {
-            eprintln!("bsfg firmware: {e}");
-            return ExitCode::from(EXIT_IOERR);
-        }
-    };
+    if let Err(e) = local(&config.zone) {
+        eprintln!("bsfg firmware: {e}");
+        return ExitCode::from(EXIT_IOERR);
+    }
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -274,11 +285,7 @@ fn run(
             let store = JetStreamStore::open(&config)
                 .await
                 .map_err(|e| e.to_string())?;
-            let n = outbox.flush(&store, config.limits.max_fact_bytes).await?;
-            if let Some(c) = &conclusion {
-                agent::conclude(&store, &c.attempt, c.state, &c.message).await?;
-            }
-            Ok::<_, String>(n)
+            flush(&store, paths, config.limits.max_fact_bytes).await
         })
         .await
         .unwrap_or_else(|_| {
@@ -300,5 +307,160 @@ fn run(
             );
             ExitCode::from(EXIT_UNAVAILABLE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        firmware::{host::test_host, request_key},
+        proto::FirmwareInstall,
+        store::{Store, memory::MemoryStore},
+    };
+
+    /// An install record in `state`, as the agent left it before the reboot or the power cut.
+    async fn recorded(store: &MemoryStore, state: &str) {
+        let install = FirmwareInstall {
+            attempt: "att7".into(),
+            state: state.into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_vec(&install).expect("json");
+        store
+            .put_firmware(&request_key("att7"), json)
+            .await
+            .expect("put");
+    }
+
+    async fn record(store: &MemoryStore) -> FirmwareInstall {
+        let json = store
+            .get_firmware(&request_key("att7"))
+            .await
+            .expect("get")
+            .expect("the record");
+        serde_json::from_slice(&json).expect("an install record")
+    }
+
+    fn pending(slot: &str, written: bool, bad_boots: &[&str]) -> PendingInstall {
+        PendingInstall {
+            attempt: "att7".into(),
+            slot: slot.into(),
+            version: "0.2.0".into(),
+            written,
+            bad_boots: bad_boots.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The boot learns the outcome while nats-server is still starting (nothing can be flushed);
+    /// the agent's flush, later, writes the audit records and then concludes the record.
+    async fn concluded_later(
+        paths: &Paths,
+        record_now: impl FnOnce(&Paths) -> Result<(), String>,
+        state_before: &str,
+    ) -> (FirmwareInstall, usize) {
+        let store = MemoryStore::default();
+        recorded(&store, state_before).await;
+        record_now(paths).expect("recorded on disk");
+        assert_eq!(
+            paths.pending().expect("state"),
+            None,
+            "the install state is settled"
+        );
+        assert_eq!(
+            record(&store).await.state,
+            state_before,
+            "nothing flushed yet"
+        );
+
+        let flushed = flush(&store, paths, 64 * 1024).await.expect("flush");
+        let concluded = record(&store).await;
+        assert!(
+            Conclusions::new(paths.conclusions())
+                .pending()
+                .expect("conclusions")
+                .is_empty(),
+            "applied once, then forgotten"
+        );
+        // A second flush (the agent's next pass) changes nothing.
+        assert_eq!(flush(&store, paths, 64 * 1024).await, Ok(0));
+        assert_eq!(record(&store).await, concluded);
+        (concluded, flushed)
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_install_is_concluded_by_a_later_flush_when_the_boot_could_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = test_host(dir.path(), "bsfg.slot=a", false);
+        paths
+            .set_pending(Some(&pending("b", false, &[])))
+            .expect("pending");
+        let (concluded, flushed) =
+            concluded_later(&paths, |p| record_boot(p, "idmz"), "writing").await;
+        assert_eq!(flushed, 2, "booted, interrupted");
+        assert_eq!(concluded.state, "failed");
+        assert!(
+            concluded.message.contains("did not finish"),
+            "{}",
+            concluded.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rollback_is_concluded_by_a_later_flush_with_the_failed_check() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = test_host(dir.path(), "bsfg.slot=b", false);
+        paths
+            .set_pending(Some(&pending("a", true, &["bsfg.service is masked"])))
+            .expect("pending");
+        let (concluded, flushed) =
+            concluded_later(&paths, |p| record_boot(p, "idmz"), "rebooting").await;
+        assert_eq!(flushed, 2, "booted, rolled back");
+        assert_eq!(concluded.state, "rolled_back");
+        assert!(
+            concluded.message.contains("bsfg.service is masked"),
+            "{}",
+            concluded.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blessing_is_concluded_by_a_later_flush() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = test_host(dir.path(), "bsfg.slot=b", true);
+        paths
+            .set_pending(Some(&pending("b", true, &[])))
+            .expect("pending");
+        let (concluded, flushed) = concluded_later(
+            &paths,
+            |p| record_health(p, "idmz", &Health::Good),
+            "rebooting",
+        )
+        .await;
+        assert_eq!(flushed, 1, "blessed");
+        assert_eq!(concluded.state, "blessed");
+    }
+
+    #[tokio::test]
+    async fn a_conclusion_waits_behind_the_audit_records_it_follows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let paths = test_host(dir.path(), "bsfg.slot=a", false);
+        paths
+            .set_pending(Some(&pending("b", false, &[])))
+            .expect("pending");
+        record_boot(&paths, "idmz").expect("recorded");
+        // A record the audit category cannot take stops the flush before the conclusion.
+        std::fs::write(paths.outbox().join("000000000001.json"), b"{broken").expect("write");
+        let store = MemoryStore::default();
+        recorded(&store, "writing").await;
+        assert!(flush(&store, &paths, 64 * 1024).await.is_err());
+        assert_eq!(record(&store).await.state, "writing");
+        assert_eq!(
+            Conclusions::new(paths.conclusions())
+                .pending()
+                .expect("conclusions")
+                .len(),
+            1
+        );
     }
 }

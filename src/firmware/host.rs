@@ -19,7 +19,7 @@ pub struct Paths {
     pub os_release: PathBuf,
     pub boot_id: PathBuf,
     pub efivars: PathBuf,
-    /// Root-owned, on the data partition: `install.json` and `outbox/`.
+    /// Root-owned, on the data partition: `install.json`, `outbox/` and `conclusions/`.
     pub state_dir: PathBuf,
 }
 
@@ -38,6 +38,11 @@ impl Default for Paths {
 impl Paths {
     pub fn outbox(&self) -> PathBuf {
         self.state_dir.join("outbox")
+    }
+
+    /// Installs' outcomes not yet written into their records (`conclusion`).
+    pub fn conclusions(&self) -> PathBuf {
+        self.state_dir.join("conclusions")
     }
 
     fn pending_file(&self) -> PathBuf {
@@ -130,37 +135,40 @@ fn sync_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("syncing {}: {e}", dir.display()))
 }
 
+/// An appliance in `dir` for tests: booted with `cmdline`, os-release of 0.2.0, counted or not.
+#[cfg(test)]
+pub(crate) fn test_host(dir: &Path, cmdline: &str, counted: bool) -> Paths {
+    let paths = Paths {
+        cmdline: dir.join("cmdline"),
+        os_release: dir.join("os-release"),
+        boot_id: dir.join("boot_id"),
+        efivars: dir.join("efivars"),
+        state_dir: dir.join("state"),
+    };
+    fs::write(&paths.cmdline, cmdline).expect("write");
+    fs::write(
+        &paths.os_release,
+        "ID=debian\nIMAGE_ID=bsfg-appliance\nIMAGE_VERSION=\"0.2.0\"\n",
+    )
+    .expect("write");
+    fs::write(&paths.boot_id, "5f0c2d7e-1b9a-4c3e-9d2f-0a1b2c3d4e5f\n").expect("write");
+    fs::create_dir_all(&paths.efivars).expect("mkdir");
+    if counted {
+        fs::write(
+            paths
+                .efivars
+                .join(format!("LoaderBootCountPath-{LOADER_GUID}")),
+            b"x",
+        )
+        .expect("write");
+    }
+    paths
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn host(dir: &Path, cmdline: &str, counted: bool) -> Paths {
-        let paths = Paths {
-            cmdline: dir.join("cmdline"),
-            os_release: dir.join("os-release"),
-            boot_id: dir.join("boot_id"),
-            efivars: dir.join("efivars"),
-            state_dir: dir.join("state"),
-        };
-        fs::write(&paths.cmdline, cmdline).expect("write");
-        fs::write(
-            &paths.os_release,
-            "ID=debian\nIMAGE_ID=bsfg-appliance\nIMAGE_VERSION=\"0.2.0\"\n",
-        )
-        .expect("write");
-        fs::write(&paths.boot_id, "5f0c…\n").expect("write");
-        fs::create_dir_all(&paths.efivars).expect("mkdir");
-        if counted {
-            fs::write(
-                paths
-                    .efivars
-                    .join(format!("LoaderBootCountPath-{LOADER_GUID}")),
-                b"x",
-            )
-            .expect("write");
-        }
-        paths
-    }
+    use test_host as host;
 
     #[test]
     fn the_boot_is_read_from_the_command_line_os_release_and_efi_variables() {
@@ -175,7 +183,7 @@ mod tests {
             (boot.slot.as_str(), boot.version.as_str(), boot.counted),
             ("b", "0.2.0", true)
         );
-        assert_eq!(boot.boot_id, "5f0c…");
+        assert_eq!(boot.boot_id, "5f0c2d7e-1b9a-4c3e-9d2f-0a1b2c3d4e5f");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod bundle;
 pub mod cms;
 pub mod commands;
+pub mod conclusion;
 pub mod host;
 pub mod install;
 pub mod manifest;
