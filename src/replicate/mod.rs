@@ -13,7 +13,8 @@
 //! Artifacts are streamed into the store chunk by chunk (`artifact.rs`): the node holds one
 //! GetObject chunk at a time, never a whole object.
 //!
-//! Limits: one page at a time per pull (no pipelining yet).
+//! A page is appended as one ([`Store::append_page`]: its lookups and publishes pipelined).
+//! Limits: one page at a time per pull (the next fetch waits for the confirm).
 
 mod artifact;
 pub mod boundary;
@@ -211,16 +212,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             });
         }
         boundary::check_page(&self.spec, &page.facts)?;
-        let mut artifacts = 0;
-        for (expected, stored) in (first..).zip(&page.facts) {
-            if stored.offset != expected {
-                return Err(PullError::Invalid {
-                    offset: stored.offset,
-                    problem: format!("expected offset {expected}"),
-                });
-            }
-            artifacts += self.replicate_fact(stored).await?;
-        }
+        let artifacts = self.append_page(first, &page.facts).await?;
         if !self.confirm_delay.is_zero() {
             // The store acknowledged the appends; wait until its sync interval has put them on disk.
             tokio::time::sleep(self.confirm_delay).await;
@@ -238,45 +230,74 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         Ok(page.facts.len())
     }
 
-    /// Appends one fact here (artifact first); returns 1 if an artifact was brought over.
-    async fn replicate_fact(&self, stored: &StoredFact) -> Result<u64, PullError> {
-        let request = AppendFactRequest {
-            envelope: stored.envelope.clone(),
-            fact: stored.fact.clone(),
-            // The fact's own category (checked by `boundary::check_page`), never the pull's.
-            category: stored.category,
-        };
-        let (category, envelope, fact) =
-            validate_append(&request, self.max_fact_bytes).map_err(|e| PullError::Invalid {
-                offset: stored.offset,
-                problem: e.to_string(),
-            })?;
+    /// Appends the page here, in order: every fact checked, then the artifacts it references
+    /// brought over (each before any fact is appended), then the facts as one page
+    /// ([`Store::append_page`]). Returns how many artifacts were brought over.
+    async fn append_page(&self, first: u64, page: &[StoredFact]) -> Result<u64, PullError> {
+        let mut requests = Vec::with_capacity(page.len());
+        for (expected, stored) in (first..).zip(page) {
+            if stored.offset != expected {
+                return Err(PullError::Invalid {
+                    offset: stored.offset,
+                    problem: format!("expected offset {expected}"),
+                });
+            }
+            requests.push(AppendFactRequest {
+                envelope: stored.envelope.clone(),
+                fact: stored.fact.clone(),
+                // The fact's own category (checked by `boundary::check_page`), never the pull's.
+                category: stored.category,
+            });
+        }
+        let mut facts = Vec::with_capacity(page.len());
         let mut artifacts = 0;
-        if !envelope.object_media_type.is_empty() {
-            artifacts = self
-                .replicate_artifact(
-                    stored.offset,
-                    &fact.object_json,
-                    &envelope.object_media_type,
-                )
-                .await?;
+        for (request, stored) in requests.iter().zip(page) {
+            let (category, envelope, fact) = validate_append(request, self.max_fact_bytes)
+                .map_err(|e| PullError::Invalid {
+                    offset: stored.offset,
+                    problem: e.to_string(),
+                })?;
+            if !envelope.object_media_type.is_empty() {
+                artifacts += self
+                    .replicate_artifact(
+                        stored.offset,
+                        &fact.object_json,
+                        &envelope.object_media_type,
+                    )
+                    .await?;
+            }
+            facts.push(NewFact {
+                category,
+                envelope,
+                fact,
+                content_hash: fact::content_hash(envelope, fact),
+            });
         }
-        let new = NewFact {
-            category,
-            envelope,
-            fact,
-            content_hash: fact::content_hash(envelope, fact),
-        };
-        match self.store.append(new).await {
-            Ok(_) => Ok(artifacts),
-            Err(StoreError::Conflict {
-                message_id, offset, ..
-            }) => Err(PullError::Conflict(format!(
-                "peer offset {} carries message_id {message_id:?}, already stored here at offset {offset} with different content",
-                stored.offset
-            ))),
-            Err(e) => Err(e.into()),
+        let results = self.store.append_page(&facts).await;
+        if results.len() < page.len() && results.iter().all(Result::is_ok) {
+            // Never confirm what the store did not say it appended.
+            return Err(StoreError::Unavailable(format!(
+                "the store appended {} of the page's {} facts",
+                results.len(),
+                page.len()
+            ))
+            .into());
         }
+        for (result, stored) in results.into_iter().zip(page) {
+            match result {
+                Ok(_) => {}
+                Err(StoreError::Conflict {
+                    message_id, offset, ..
+                }) => {
+                    return Err(PullError::Conflict(format!(
+                        "peer offset {} carries message_id {message_id:?}, already stored here at offset {offset} with different content",
+                        stored.offset
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(artifacts)
     }
 }
 

@@ -29,14 +29,16 @@ use crate::{
     proto::StoredFact,
 };
 use async_nats::jetstream::{
-    context::PublishErrorKind,
+    context::{PublishAckFuture, PublishError, PublishErrorKind},
     message::{PublishMessage, StreamMessage},
+    publish::PublishAck,
     stream::DirectGetErrorKind,
 };
 use bytes::Bytes;
-use futures::future::try_join_all;
+use futures::future::{join_all, try_join_all};
 use prost::Message;
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use tokio::sync::{Mutex, MutexGuard};
 
 const STRIPES: usize = 64;
@@ -55,10 +57,24 @@ impl Default for MessageIdLocks {
 }
 
 impl MessageIdLocks {
-    pub(super) async fn lock(&self, message_id: &str) -> MutexGuard<'_, ()> {
+    fn stripe(&self, message_id: &str) -> usize {
         let digest = Sha256::digest(message_id.as_bytes());
-        let index = usize::from(digest[0]) % self.stripes.len();
-        self.stripes[index].lock().await
+        usize::from(digest[0]) % self.stripes.len()
+    }
+
+    pub(super) async fn lock(&self, message_id: &str) -> MutexGuard<'_, ()> {
+        self.stripes[self.stripe(message_id)].lock().await
+    }
+
+    /// The stripes of all `ids`, each once, taken in stripe order (so two pages never wait on
+    /// each other crosswise).
+    async fn lock_all<'i>(&self, ids: impl Iterator<Item = &'i str>) -> Vec<MutexGuard<'_, ()>> {
+        let stripes: BTreeSet<usize> = ids.map(|id| self.stripe(id)).collect();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for index in stripes {
+            guards.push(self.stripes[index].lock().await);
+        }
+        guards
     }
 }
 
@@ -68,15 +84,7 @@ impl JetStreamStore {
         if let Some((category, stored)) = self.stored_under_id(new).await? {
             return answer(new, category, &stored);
         }
-        if self.policies[&new.category].safety_critical {
-            let fill = self.fill(new.category).await?;
-            if fill.percent >= 80.0 {
-                return Err(StoreError::Full {
-                    category: new.category,
-                    percent: fill.percent,
-                });
-            }
-        }
+        self.room_for(new.category, &mut BTreeSet::new()).await?;
         self.publish(new).await
     }
 
@@ -107,7 +115,99 @@ impl JetStreamStore {
         Ok(found.into_iter().flatten().next())
     }
 
+    /// A page (SPEC §2 rules for each fact, as [`Self::append_fact`]): the ids' stripe locks,
+    /// every idempotency lookup at once, then the new facts' publishes sent in page order before
+    /// the first acknowledgement is awaited — one round trip for the lookups and one for the
+    /// page instead of two per fact. A lookup that finds a conflict ends the page there: nothing
+    /// from it on is published. A publish refused after others of the page were sent (full, or
+    /// stored meanwhile from outside this node) ends the results there; what was sent after it
+    /// may be stored, which a retry of the page answers as duplicates.
+    pub(super) async fn append_page_pipelined(
+        &self,
+        facts: &[NewFact<'_>],
+    ) -> Vec<Result<Appended, StoreError>> {
+        let ids: BTreeSet<&str> = facts
+            .iter()
+            .map(|f| f.envelope.message_id.as_str())
+            .collect();
+        if ids.len() < facts.len() {
+            // One id twice in a page: the second's lookup could not see the first's publish.
+            let mut results = Vec::new();
+            for new in facts {
+                let result = self.append_fact(*new).await;
+                let failed = result.is_err();
+                results.push(result);
+                if failed {
+                    break;
+                }
+            }
+            return results;
+        }
+        let _same_ids = self.id_locks.lock_all(ids.into_iter()).await;
+        let lookups = join_all(facts.iter().map(|new| self.stored_under_id(*new))).await;
+        let mut results: Vec<Option<Result<Appended, StoreError>>> = Vec::new();
+        let mut sent = Vec::new();
+        let mut room_checked = BTreeSet::new();
+        for (new, lookup) in facts.iter().zip(lookups) {
+            let outcome = match lookup {
+                Ok(Some((category, stored))) => Some(answer(*new, category, &stored)),
+                Ok(None) => match self.room_for(new.category, &mut room_checked).await {
+                    Err(e) => Some(Err(e)),
+                    Ok(()) => match self.send(*new).await {
+                        Ok(ack) => {
+                            sent.push((results.len(), ack));
+                            None
+                        }
+                        Err(e) => Some(Err(e)),
+                    },
+                },
+                Err(e) => Some(Err(e)),
+            };
+            let failed = matches!(outcome, Some(Err(_)));
+            results.push(outcome);
+            if failed {
+                break;
+            }
+        }
+        for (index, ack) in sent {
+            results[index] = Some(self.acknowledged(facts[index], ack.await).await);
+        }
+        let mut results: Vec<Result<Appended, StoreError>> =
+            results.into_iter().flatten().collect();
+        if let Some(first_error) = results.iter().position(Result::is_err) {
+            results.truncate(first_error + 1);
+        }
+        results
+    }
+
+    /// Backpressure (SPEC §3) for a new fact of `category`: a safety-critical category refuses
+    /// from 80 % fill. Checked once per category and page (`checked`).
+    async fn room_for(
+        &self,
+        category: Category,
+        checked: &mut BTreeSet<Category>,
+    ) -> Result<(), StoreError> {
+        if !self.policies[&category].safety_critical || !checked.insert(category) {
+            return Ok(());
+        }
+        let fill = self.fill(category).await?;
+        if fill.percent >= 80.0 {
+            return Err(StoreError::Full {
+                category,
+                percent: fill.percent,
+            });
+        }
+        Ok(())
+    }
+
     async fn publish(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
+        let ack = self.send(new).await?;
+        self.acknowledged(new, ack.await).await
+    }
+
+    /// Sends the fact's publish (with the per-id check `Nats-Expected-Last-Subject-Sequence: 0`)
+    /// without waiting for its acknowledgement.
+    async fn send(&self, new: NewFact<'_>) -> Result<PublishAckFuture, StoreError> {
         let subject = fact_subject(
             new.category,
             subject_kind(&new.fact.subject),
@@ -125,10 +225,19 @@ impl JetStreamStore {
             .header(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str())
             .header(EXPECTED_LAST_SUBJECT_HEADER, filter.as_str())
             .expected_last_subject_sequence(0);
-        let ack = match self.js.send_publish(subject, publish).await {
-            Ok(future) => future.await,
-            Err(e) => return Err(unavailable("publishing the fact", e)),
-        };
+        self.js
+            .send_publish(subject, publish)
+            .await
+            .map_err(|e| unavailable("publishing the fact", e))
+    }
+
+    /// What the acknowledgement of `new`'s publish means for the append.
+    async fn acknowledged(
+        &self,
+        new: NewFact<'_>,
+        ack: Result<PublishAck, PublishError>,
+    ) -> Result<Appended, StoreError> {
+        let filter = idempotency_filter(new.category, &new.envelope.message_id);
         match ack {
             Ok(ack) => {
                 if let Some(sender) = self.appended.get(&new.category) {

@@ -312,6 +312,13 @@ impl Store for JetStreamStore {
         self.append_fact(new).await
     }
 
+    async fn append_page<'a>(
+        &'a self,
+        facts: &'a [NewFact<'a>],
+    ) -> Vec<Result<Appended, StoreError>> {
+        self.append_page_pipelined(facts).await
+    }
+
     async fn gap(&self, spec: &ConsumerSpec) -> Result<Option<super::gap::Gap>, StoreError> {
         self.find_gap(spec).await
     }

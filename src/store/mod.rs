@@ -123,6 +123,29 @@ pub trait Store: Send + Sync + 'static {
         fact: NewFact<'_>,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
+    /// Appends a page of facts in order, each with [`Store::append`]'s rules; one result per
+    /// fact up to and including the first error (the facts after it are not appended). Durable
+    /// when every result is Ok. A store may pipeline the page (JetStream: one round trip for the
+    /// page's idempotency lookups, then every publish sent before the first acknowledgement is
+    /// awaited); this default appends one at a time.
+    fn append_page<'a>(
+        &'a self,
+        facts: &'a [NewFact<'a>],
+    ) -> impl Future<Output = Vec<Result<Appended, StoreError>>> + Send + 'a {
+        async move {
+            let mut results = Vec::with_capacity(facts.len());
+            for new in facts {
+                let result = self.append(*new).await;
+                let failed = result.is_err();
+                results.push(result);
+                if failed {
+                    break;
+                }
+            }
+            results
+        }
+    }
+
     /// The page right after the consumer's cursor, at most `limit` facts and about `max_bytes`
     /// of encoded facts (always at least one fact; see [`within_budget`]). Waits up to
     /// `max_wait` for a first fact when none is available. Does not move the cursor; records the
