@@ -24,23 +24,47 @@ use std::{
     time::{Duration, Instant},
 };
 
-const FACTS: u64 = 20_000;
+/// Preloaded facts per catch-up (`BENCH_FACTS`, 200 000 unless set).
+fn facts() -> u64 {
+    std::env::var("BENCH_FACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
+
+/// Facts of about `FACT_BYTES` each as stored (envelope, fact, JSON object padded).
+const FACT_BYTES: usize = 1024;
 
 fn requests(n: u64, tag: &str) -> Vec<bsfg::proto::AppendFactRequest> {
     (0..n)
         .map(|i| {
-            producer::fact(
-                &format!("{tag}-{i}"),
-                "plant-a",
-                format!("{{\"line\":\"L2\",\"n\":{i},\"temp_c\":71.5}}"),
-                "",
-            )
+            // Canonical JSON (RFC 8785): keys in order.
+            let object = format!("{{\"line\":\"L2\",\"n\":{i},\"pad\":\"\",\"temp_c\":71.5}}");
+            // Pad the object so the stored fact is about FACT_BYTES.
+            let pad = "x".repeat(FACT_BYTES.saturating_sub(object.len() + 200));
+            let object = object.replace("\"pad\":\"\"", &format!("\"pad\":\"{pad}\""));
+            producer::fact(&format!("{tag}-{i}"), "plant-a", object, "")
         })
         .collect()
 }
 
-/// Facts/s of one pull catching up on `FACTS` preloaded facts.
-fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
+/// Messages/s at which `stream` on `url` was filled, by its own store timestamps (first to last
+/// message): neither side's start-up is counted, for the pull as for the mirror.
+async fn store_rate(js: &jetstream::Context, stream: &str) -> f64 {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let state = s.info().await.expect("info").state.clone();
+    let first = s
+        .get_raw_message(state.first_sequence)
+        .await
+        .expect("first");
+    let last = s.get_raw_message(state.last_sequence).await.expect("last");
+    let seconds = (last.time - first.time).as_seconds_f64().max(1e-3);
+    (state.last_sequence - state.first_sequence) as f64 / seconds
+}
+
+/// Facts/s of one pull catching up on `facts()` preloaded facts (receiver's store times).
+/// Returns the rate and where the pull's time went (`fetch … s, append … s, confirm … s`).
+fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str, n: u64) -> (f64, String) {
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
     let plant_port = free_port();
@@ -64,15 +88,14 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
         PRODUCER,
     );
     let started = Instant::now();
-    producer::append_all(mes, requests(FACTS, label), 32);
+    producer::append_all(mes, requests(n, label), 32);
     eprintln!(
-        "  preloaded {FACTS} facts in {:.1} s",
+        "  preloaded {n} facts in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let pull = format!(
         "[[pulls]]\nname = \"from-plant\"\npeer_url = \"https://127.0.0.1:{plant_port}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"bulk\"\ncategory = \"operational\"\npage_size = 500\nidle_wait = \"1s\"\n[replication]\nconfirm_delay = \"{confirm_delay}\"\n"
     );
-    let started = Instant::now();
     let idmz = Zone::start_with(ZoneOptions {
         zone: "idmz".into(),
         pki: Some(pki),
@@ -83,11 +106,32 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str) -> f64 {
     wait_for_count(
         &idmz.nats.url(),
         "facts_operational",
-        FACTS,
-        Duration::from_secs(600),
+        n,
+        Duration::from_secs(1200),
         label,
     );
-    FACTS as f64 / started.elapsed().as_secs_f64()
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let rate = runtime.block_on(async {
+        let js = jetstream::new(
+            async_nats::connect(idmz.nats.url())
+                .await
+                .expect("idmz nats"),
+        );
+        store_rate(&js, "facts_operational").await
+    });
+    // Where the pull's time went.
+    let busy: Vec<String> = common::observe::metrics(&idmz)
+        .lines()
+        .filter(|l| l.starts_with("bsfg_replication_busy_microseconds_total"))
+        .filter_map(|l| {
+            let phase = l.split("phase=\"").nth(1)?.split('"').next()?;
+            let micros: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some(format!("{phase} {:.1} s", micros / 1e6))
+        })
+        .collect();
+    let busy = busy.join(", ");
+    eprintln!("  {rate:.0} facts/s; the pull's time: {busy}");
+    (rate, busy)
 }
 
 fn nats(dir: &std::path::Path, conf: String) -> std::process::Child {
@@ -103,8 +147,10 @@ fn nats(dir: &std::path::Path, conf: String) -> std::process::Child {
         .expect("nats-server")
 }
 
-/// Messages/s of a native JetStream mirror across domains catching up on `FACTS` messages.
-fn native_mirror() -> f64 {
+/// Messages/s of a native JetStream mirror across domains catching up on `facts()` messages of
+/// `FACT_BYTES` (the mirror's store times).
+/// `receiver_jetstream`: extra lines in the receiving server's `jetstream {}` block.
+fn native_mirror(receiver_jetstream: &str) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b, leaf) = (free_port(), free_port(), free_port());
     let mut hub = nats(
@@ -118,7 +164,7 @@ fn native_mirror() -> f64 {
     let mut spoke = nats(
         &dir.path().join("b"),
         format!(
-            "listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf}\" }} ] }}\n",
+            "listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz\n{receiver_jetstream}\n}}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf}\" }} ] }}\n",
             dir.path().join("b/js").display()
         ),
     );
@@ -138,9 +184,10 @@ fn native_mirror() -> f64 {
             })
             .await
             .expect("source stream");
-        let payload = bytes::Bytes::from(vec![b'x'; 150]);
+        let payload = bytes::Bytes::from(vec![b'x'; FACT_BYTES]);
         let mut acks = Vec::new();
-        for i in 0..FACTS {
+        let n = facts();
+        for i in 0..n {
             acks.push(
                 source
                     .publish(format!("facts.operational.batch.{i}"), payload.clone())
@@ -177,14 +224,14 @@ fn native_mirror() -> f64 {
             })
             .await
             .expect("mirror stream");
-        while mirror.info().await.map(|i| i.state.messages).unwrap_or(0) < FACTS {
+        while mirror.info().await.map(|i| i.state.messages).unwrap_or(0) < n {
             assert!(
-                started.elapsed() < Duration::from_secs(300),
+                started.elapsed() < Duration::from_secs(1200),
                 "mirror did not catch up"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        FACTS as f64 / started.elapsed().as_secs_f64()
+        store_rate(&target, "mirror").await
     });
     let _ = hub.kill();
     let _ = spoke.kill();
@@ -278,25 +325,34 @@ fn main() {
         println!("benchmark: run it with `make bench` (cargo bench); skipped under cargo test");
         return;
     }
-    eprintln!("replication catch-up, {FACTS} facts, receiver nats-server with default sync...");
-    let default_sync = catch_up("default-sync", "", "0s");
+    let n = facts();
+    eprintln!(
+        "replication catch-up, {n} facts of ~{FACT_BYTES} B, receiver nats-server with default sync..."
+    );
+    let (default_sync, default_busy) = catch_up("default-sync", "", "0s", n);
     eprintln!("... with sync_interval: always");
-    let sync_always = catch_up("sync-always", "sync_interval: always", "0s");
+    let (sync_always, always_busy) = catch_up("sync-always", "sync_interval: always", "0s", n);
     eprintln!("... with sync_interval: 1s and confirms held back 1 s");
-    let held_back = catch_up("held-back", "sync_interval: 1s", "1s");
+    // One page a second by design: a tenth of the facts tells the same.
+    let (held_back, _) = catch_up("held-back", "sync_interval: 1s", "1s", n / 10);
     eprintln!("native JetStream mirror across domains (anchor)...");
-    let mirror = native_mirror();
+    let mirror = native_mirror("");
+    eprintln!("native JetStream mirror, receiver with sync_interval: always (anchor)...");
+    let mirror_always = native_mirror("sync_interval: always");
     eprintln!("lag at 1000 facts/s for 10 s through plant -> idmz -> enterprise...");
     let [hop1, hop2] = lag_at_rate(1000, 10);
     let report = format!(
-        "replication benchmarks (bench/replication.rs), {FACTS} facts, 2 cores, loopback\n\
+        "replication benchmarks (bench/replication.rs), {n} facts of ~{FACT_BYTES} B, rates by the receiver's store times, 2 cores, loopback\n\
          catch-up, one pull, receiver default sync (2 min):     {default_sync:>9.0} facts/s  ratio to mirror {:.3}\n\
-         catch-up, one pull, receiver sync_interval: always:   {sync_always:>9.0} facts/s  ratio to mirror {:.3}\n\
+         \x20 the pull's time: {default_busy}\n\
+         catch-up, one pull, receiver sync_interval: always:   {sync_always:>9.0} facts/s  ratio to mirror (same sync) {:.3}\n\
+         \x20 the pull's time: {always_busy}\n\
          catch-up, one pull, sync 1s + confirm held back 1 s:  {held_back:>9.0} facts/s  ratio to mirror {:.3}\n\
          anchor: native JetStream mirror across domains:      {mirror:>9.0} msgs/s\n\
+         anchor: the same mirror, receiver sync_interval: always: {mirror_always:>5.0} msgs/s\n\
          lag per hop at 1000 facts/s (store time to store time, ms): plant->idmz p50 {} p99 {} max {}; idmz->enterprise p50 {} p99 {} max {}  (target < 100 ms)\n",
         default_sync / mirror,
-        sync_always / mirror,
+        sync_always / mirror_always,
         held_back / mirror,
         hop1.0,
         hop1.1,

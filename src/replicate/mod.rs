@@ -175,6 +175,7 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
 
     /// One page: fetch, artifacts, appends, confirm. Returns how many facts were replicated.
     pub async fn step(&self) -> Result<usize, PullError> {
+        let started = std::time::Instant::now();
         let page = self
             .peer
             .fetch(
@@ -212,12 +213,17 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
             });
         }
         boundary::check_page(&self.spec, &page.facts)?;
+        let fetched = std::time::Instant::now();
+        self.busy("fetch", fetched - started);
         let artifacts = self.append_page(first, &page.facts).await?;
+        let appended = std::time::Instant::now();
+        self.busy("append", appended - fetched);
         if !self.confirm_delay.is_zero() {
             // The store acknowledged the appends; wait until its sync interval has put them on disk.
             tokio::time::sleep(self.confirm_delay).await;
         }
         let cursor = self.peer.confirm(&self.spec.consumer, last_offset).await?;
+        self.busy("confirm", appended.elapsed());
         let mut status = lock(&self.status);
         status.cursor = cursor;
         status.high_watermark = page.high_watermark.max(last_offset);
@@ -228,6 +234,19 @@ impl<S: Store, P: Peer> PullLoop<S, P> {
         status.succeeded(now_unix_ms());
         status.export(&self.metrics);
         Ok(page.facts.len())
+    }
+
+    /// Where a pull's time goes, per phase of its pages (`fetch`: the FetchFacts call and the
+    /// page's checks; `append`: artifacts and appends here; `confirm`: the confirm delay and the
+    /// ConfirmReceipt call).
+    fn busy(&self, phase: &str, spent: Duration) {
+        self.metrics.add_counter(
+            format!(
+                "bsfg_replication_busy_microseconds_total{{pull=\"{}\",phase=\"{phase}\"}}",
+                self.spec.name
+            ),
+            u64::try_from(spent.as_micros()).unwrap_or(u64::MAX),
+        );
     }
 
     /// Appends the page here, in order: every fact checked, then the artifacts it references

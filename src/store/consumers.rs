@@ -4,8 +4,8 @@
 //!   shows it. nats-server flushes consumer acks lazily, so a kill -9 of nats-server can lose the
 //!   latest ones; the node therefore also writes each confirmed offset to the KV bucket
 //!   `bsfg_consumer_marks` after the ack, and the cursor is the higher of the two.
-//! - A page is read straight from the category stream by sequence (direct get), starting right
-//!   after the cursor: the same call without a confirm returns the same page, whatever happened in
+//! - A page is read straight from the category stream by sequence (batch direct get, one request
+//!   for up to 1 000 facts), starting right after the cursor: the same call without a confirm returns the same page, whatever happened in
 //!   between. The highest offset ever returned is kept per consumer in the same KV bucket;
 //!   confirming beyond it is refused.
 //! - Confirming pulls the consumer's next deliveries up to the offset and acks that one message,
@@ -21,23 +21,18 @@
 //! flight for the consumer's ack wait (5 s); a confirm meanwhile answers `InFlight` (retry).
 
 use super::{
-    Page, StoreError,
+    Page, StoreError, batch_get,
     gap::gap_at,
     jetstream::{
-        ConsumerMarks, JetStreamStore, confirmed_key, fetched_key, read_mark, unavailable,
+        ConsumerMarks, JS_API, JetStreamStore, confirmed_key, fetched_key, read_mark, unavailable,
     },
 };
 use crate::{config::ConsumerSpec, fact::Category, proto::StoredFact};
 use async_nats::jetstream::{self, AckKind};
-use futures::{
-    StreamExt,
-    future::{join_all, try_join_all},
-};
+use futures::{StreamExt, future::try_join_all};
 use prost::Message;
 use std::time::{Duration, Instant};
 
-/// How many facts a page reads from the stream at once (concurrent direct gets).
-const READ_BATCH: u64 = 16;
 /// How often a long poll re-reads the stream in case someone else appended.
 const LONG_POLL_RECHECK: Duration = Duration::from_secs(1);
 
@@ -175,22 +170,36 @@ impl JetStreamStore {
         let mut facts = Vec::new();
         let mut read_bytes = 0usize;
         let mut next = cursor + 1;
+        let client = self.js.client();
+        let stream_name = spec.category.stream_name();
         'read: while next <= end && read_bytes <= max_bytes {
-            let last = end.min(next + READ_BATCH - 1);
-            let results = join_all((next..=last).map(|seq| stream.direct_get(seq))).await;
-            for result in results {
-                match result {
-                    Ok(message) => {
-                        read_bytes += message.payload.len();
-                        facts.push(decode(&message, spec.category)?);
-                    }
-                    Err(e) if e.kind() == jetstream::stream::DirectGetErrorKind::NotFound => {
-                        break 'read;
-                    }
-                    Err(e) => return Err(unavailable("reading facts", e)),
+            let want = usize::try_from(end - next + 1).unwrap_or(usize::MAX);
+            let budget = max_bytes.saturating_sub(read_bytes).max(1);
+            let messages = batch_get::range(
+                &client,
+                JS_API,
+                &stream_name,
+                next,
+                want,
+                Some(budget),
+                self.request_timeout,
+            )
+            .await?;
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                // The server skips a deleted sequence; the page ends before the hole.
+                if message.sequence != next {
+                    break 'read;
+                }
+                read_bytes += message.payload.len();
+                facts.push(decode(&message, spec.category)?);
+                next += 1;
+                if next > end {
+                    break 'read;
                 }
             }
-            next = last + 1;
         }
         if facts.is_empty() && end > cursor {
             // Evicted or deleted between the gap check and the read.

@@ -45,6 +45,8 @@ pub(super) const MARKS_BUCKET: &str = "bsfg_consumer_marks";
 pub(super) const STATUS_BUCKET: &str = "bsfg_pull_status";
 /// KV bucket holding firmware install requests and the firmware agent's status, as JSON.
 pub(super) const FIRMWARE_BUCKET: &str = "bsfg_firmware";
+/// The JetStream API of the zone's account (no domain prefix on the local connection).
+pub(super) const JS_API: &str = "$JS.API";
 
 pub struct JetStreamStore {
     pub(super) js: jetstream::Context,
@@ -63,6 +65,8 @@ pub struct JetStreamStore {
     pub(super) id_locks: super::append::MessageIdLocks,
     /// Where the chunks of the objects read last are (`object_index.rs`).
     pub(super) object_indexes: super::object_index::ObjectIndexes,
+    /// How long one request to nats-server may take (`nats.request_timeout`).
+    pub(super) request_timeout: Duration,
 }
 
 pub(super) struct ConsumerHandle {
@@ -142,6 +146,7 @@ impl JetStreamStore {
             put_lock: Mutex::new(()),
             id_locks: Default::default(),
             object_indexes: Default::default(),
+            request_timeout: config.nats.request_timeout,
         })
     }
 
@@ -292,7 +297,7 @@ pub(super) fn confirmed_key(consumer: &str) -> String {
 }
 
 /// The first 128 bits of SHA-256(message_id) in hex: the last token of a fact's subject.
-fn idempotency_key(message_id: &str) -> String {
+pub(super) fn idempotency_key(message_id: &str) -> String {
     hex::encode(&Sha256::digest(message_id.as_bytes())[..16])
 }
 

@@ -8,6 +8,7 @@
 
 mod append;
 pub mod audit;
+mod batch_get;
 mod consumers;
 mod error;
 pub mod eviction;
