@@ -11,7 +11,7 @@ use bsfg::{
     proto::{Envelope, Fact},
     store::{Appended, NewFact, Store, StoreError, jetstream::JetStreamStore},
 };
-use common::{PEER, Zone, clients::offsets};
+use common::{PEER, Zone, clients::message_ids};
 
 struct Facts {
     items: Vec<(Category, Envelope, Fact)>,
@@ -90,26 +90,7 @@ fn summary(results: &[Result<Appended, StoreError>]) -> Vec<String> {
 
 /// The message ids of the zone's `to-idmz` consumer's stream (operational), in stream order.
 fn stored_ids(zone: &Zone) -> Vec<String> {
-    let page = zone.curl(PEER).fetch("to-idmz", 100);
-    let ids = page.json()["facts"]
-        .as_array()
-        .map(|facts| {
-            facts
-                .iter()
-                .map(|f| {
-                    f["envelope"]["messageId"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        offsets(&page).len(),
-        page.json()["facts"].as_array().map_or(0, Vec::len)
-    );
-    ids
+    message_ids(&zone.curl(PEER).fetch("to-idmz", 100))
 }
 
 #[test]

@@ -51,20 +51,7 @@ impl Valid {
     fn assert_only_these_were_stored(&self, zone: &Zone) {
         let page = zone.curl(PEER).fetch("to-idmz", 100);
         assert_eq!(page.status, 200, "{page:?}");
-        let ids: Vec<String> = page.json()["facts"]
-            .as_array()
-            .map(|facts| {
-                facts
-                    .iter()
-                    .map(|f| {
-                        f["envelope"]["messageId"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_string()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ids = common::clients::message_ids(&page);
         assert_eq!(
             ids, self.ids,
             "the page holds other facts than the valid appends"

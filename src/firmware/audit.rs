@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -224,22 +223,12 @@ impl Outbox {
 
     /// Keeps `record` durably (file and directory synced); the step may happen after this.
     pub fn push(&self, record: &Record) -> Result<PathBuf, String> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("creating the audit outbox {}: {e}", self.dir.display()))?;
         let next = self.pending()?.last().map_or(1, |(seq, _)| seq + 1);
         let path = self.dir.join(format!("{next:012}.json"));
         let temp = self.dir.join(format!(".{next:012}.json.tmp"));
         let body =
             serde_json::to_vec_pretty(record).map_err(|e| format!("encoding audit record: {e}"))?;
-        let written = fs::File::create(&temp).and_then(|mut file| {
-            file.write_all(&body)?;
-            file.sync_all()
-        });
-        written.map_err(|e| format!("writing {}: {e}", temp.display()))?;
-        fs::rename(&temp, &path).map_err(|e| format!("renaming {}: {e}", temp.display()))?;
-        fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| format!("syncing {}: {e}", self.dir.display()))?;
+        super::host::write_durably(&path, &temp, &body)?;
         Ok(path)
     }
 

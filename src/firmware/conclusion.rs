@@ -3,12 +3,11 @@
 //! often before nats-server answers; the conclusion waits here, like the audit records in the
 //! outbox, and every later flush (the firmware agent's, each pass) applies it after them.
 
-use super::agent;
+use super::{agent, host::write_durably};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -37,22 +36,10 @@ impl Conclusions {
 
     /// Keeps `conclusion` durably (file and directory synced).
     pub fn keep(&self, conclusion: &Conclusion) -> Result<(), String> {
-        fs::create_dir_all(&self.dir)
-            .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
         let path = self.file(&conclusion.attempt);
-        let temp = path.with_extension("json.tmp");
         let body = serde_json::to_vec_pretty(conclusion)
             .map_err(|e| format!("encoding the conclusion: {e}"))?;
-        fs::File::create(&temp)
-            .and_then(|mut file| {
-                file.write_all(&body)?;
-                file.sync_all()
-            })
-            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
-        fs::rename(&temp, &path).map_err(|e| format!("renaming {}: {e}", temp.display()))?;
-        fs::File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| format!("syncing {}: {e}", self.dir.display()))
+        write_durably(&path, &path.with_extension("json.tmp"), &body)
     }
 
     /// The conclusions waiting, in no particular order (each names its own attempt).

@@ -100,19 +100,9 @@ impl Paths {
                 Err(e) => Err(format!("removing {}: {e}", path.display())),
             };
         };
-        fs::create_dir_all(&self.state_dir)
-            .map_err(|e| format!("creating {}: {e}", self.state_dir.display()))?;
         let body = serde_json::to_vec_pretty(pending)
             .map_err(|e| format!("encoding the install state: {e}"))?;
-        let temp = path.with_extension("json.tmp");
-        fs::File::create(&temp)
-            .and_then(|mut file| {
-                file.write_all(&body)?;
-                file.sync_all()
-            })
-            .map_err(|e| format!("writing {}: {e}", temp.display()))?;
-        fs::rename(&temp, &path).map_err(|e| format!("renaming {}: {e}", temp.display()))?;
-        sync_dir(&self.state_dir)
+        write_durably(&path, &path.with_extension("json.tmp"), &body)
     }
 }
 
@@ -127,6 +117,21 @@ pub fn image_version(os_release: &str) -> Option<String> {
 
 fn read(path: &Path) -> Result<String, String> {
     fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// Writes `body` to `path` so that a power cut leaves the old file or the new one, whole: into
+/// `temp` (same directory, created with its parents), synced, renamed, the directory synced.
+pub(super) fn write_durably(path: &Path, temp: &Path, body: &[u8]) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    fs::File::create(temp)
+        .and_then(|mut file| {
+            file.write_all(body)?;
+            file.sync_all()
+        })
+        .map_err(|e| format!("writing {}: {e}", temp.display()))?;
+    fs::rename(temp, path).map_err(|e| format!("renaming {}: {e}", temp.display()))?;
+    sync_dir(dir)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {

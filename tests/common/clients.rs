@@ -144,6 +144,24 @@ pub fn offsets(reply: &HttpReply) -> Vec<u64> {
         .unwrap_or_default()
 }
 
+/// The message ids of a FetchFacts page (JSON), in page order.
+pub fn message_ids(reply: &HttpReply) -> Vec<String> {
+    reply.json()["facts"]
+        .as_array()
+        .map(|facts| {
+            facts
+                .iter()
+                .map(|f| {
+                    f["envelope"]["messageId"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Which Connect client program to run.
 #[derive(Debug, Clone, Copy)]
 pub enum ConnectClient {
