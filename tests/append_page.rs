@@ -163,4 +163,58 @@ fn a_page_of_many_is_stored_whole_and_in_order() {
         .map(|r| r.as_ref().map(|a| a.offset).expect("appended"))
         .collect();
     assert_eq!(offsets, (1..=500).collect::<Vec<u64>>());
+    // Stored as one atomic batch (one write): the first and the last carry the same batch id.
+    let batch_ids = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let client = async_nats::connect(zone.nats.url()).await.expect("nats");
+            let stream = async_nats::jetstream::new(client)
+                .get_stream("facts_operational")
+                .await
+                .expect("stream");
+            let mut ids = Vec::new();
+            for offset in [1, 500] {
+                let message = stream.direct_get(offset).await.expect("stored");
+                ids.push(
+                    message
+                        .headers
+                        .get("Nats-Batch-Id")
+                        .map(|v| v.as_str().to_string()),
+                );
+            }
+            ids
+        });
+    assert!(batch_ids[0].is_some(), "{batch_ids:?}");
+    assert_eq!(batch_ids[0], batch_ids[1]);
+}
+
+#[test]
+fn a_node_of_the_earlier_version_can_still_open_the_streams() {
+    // Zones are upgraded one at a time and firmware rolls back: the earlier node's start updates
+    // the streams without `allow_atomic` (it never sends batches), and this node's start sets
+    // it again. Neither update may be refused.
+    let zone = Zone::start();
+    let cleared = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let client = async_nats::connect(zone.nats.url()).await.expect("nats");
+            let js = async_nats::jetstream::new(client);
+            let mut stream = js.get_stream("facts_operational").await.expect("stream");
+            let mut config = stream.info().await.expect("info").config.clone();
+            assert!(config.allow_atomic_publish, "this node allows batches");
+            config.allow_atomic_publish = false;
+            js.update_stream(config)
+                .await
+                .map(|i| i.config.allow_atomic_publish)
+        });
+    assert_eq!(
+        cleared.ok(),
+        Some(false),
+        "the earlier node's update is taken"
+    );
+    let page = Facts::new(&[("v-1", "1"), ("v-2", "2")]);
+    let results = with_store(&zone, async |store| {
+        summary(&store.append_page(&page.page()).await)
+    });
+    assert_eq!(results, ["new 1", "new 2"]);
 }

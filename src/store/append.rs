@@ -18,7 +18,9 @@
 //! direct get per configured category before the publish.
 
 use super::{
-    Appended, NewFact, Store, StoreError, batch_get,
+    Appended, NewFact, Store, StoreError,
+    atomic_batch::{self, Outbound},
+    batch_get,
     jetstream::{
         CONTENT_HASH_HEADER, EXPECTED_LAST_SUBJECT_HEADER, JS_API, JetStreamStore, fact_subject,
         idempotency_filter, idempotency_key, unavailable,
@@ -28,6 +30,7 @@ use crate::{
     fact::{Category, subject_kind},
     proto::StoredFact,
 };
+use async_nats::HeaderMap;
 use async_nats::jetstream::{
     context::{PublishAckFuture, PublishError, PublishErrorKind},
     message::{PublishMessage, StreamMessage},
@@ -149,20 +152,17 @@ impl JetStreamStore {
             Err(e) => return vec![Err(e)],
         };
         let mut results: Vec<Option<Result<Appended, StoreError>>> = Vec::new();
-        let mut sent = Vec::new();
+        let mut new_ones = Vec::new();
         let mut room_checked = BTreeSet::new();
         for (new, lookup) in facts.iter().zip(lookups) {
             let outcome = match lookup {
                 Ok(Some((category, stored))) => Some(answer(*new, category, &stored)),
                 Ok(None) => match self.room_for(new.category, &mut room_checked).await {
                     Err(e) => Some(Err(e)),
-                    Ok(()) => match self.send(*new).await {
-                        Ok(ack) => {
-                            sent.push((results.len(), ack));
-                            None
-                        }
-                        Err(e) => Some(Err(e)),
-                    },
+                    Ok(()) => {
+                        new_ones.push(results.len());
+                        None
+                    }
                 },
                 Err(e) => Some(Err(e)),
             };
@@ -172,8 +172,32 @@ impl JetStreamStore {
                 break;
             }
         }
-        for (index, ack) in sent {
-            results[index] = Some(self.acknowledged(facts[index], ack.await).await);
+        match self.publish_as_batch(facts, &new_ones).await {
+            Ok(Some(appended)) => {
+                for (index, appended) in new_ones.iter().zip(appended) {
+                    results[*index] = Some(Ok(appended));
+                }
+            }
+            Ok(None) => {
+                let mut sent = Vec::new();
+                for index in new_ones {
+                    match self.send(facts[index]).await {
+                        Ok(ack) => sent.push((index, ack)),
+                        Err(e) => {
+                            results[index] = Some(Err(e));
+                            break;
+                        }
+                    }
+                }
+                for (index, ack) in sent {
+                    results[index] = Some(self.acknowledged(facts[index], ack.await).await);
+                }
+            }
+            Err(e) => {
+                if let Some(first) = new_ones.first() {
+                    results[*first] = Some(Err(e));
+                }
+            }
         }
         let mut results: Vec<Result<Appended, StoreError>> =
             results.into_iter().flatten().collect();
@@ -268,6 +292,52 @@ impl JetStreamStore {
         Ok(found)
     }
 
+    /// The page's new facts (`indices` of `facts`) as one atomic batch when they are two or more
+    /// of one category whose stream allows it: stored together, in order, as one write (under
+    /// `sync_interval: always`, one sync for the page instead of one per fact). `None` when the
+    /// batch does not apply, or when the server refused it as a whole (a fact stored meanwhile
+    /// from outside this node, the stream full): nothing was stored, and the caller publishes
+    /// them one by one for each fact's own answer.
+    async fn publish_as_batch(
+        &self,
+        facts: &[NewFact<'_>],
+        indices: &[usize],
+    ) -> Result<Option<Vec<Appended>>, StoreError> {
+        let Some(first) = indices.first().map(|i| facts[*i].category) else {
+            return Ok(None);
+        };
+        if indices.len() < 2
+            || indices.len() > atomic_batch::MAX_MESSAGES
+            || !self.atomic.contains(&first)
+            || indices.iter().any(|i| facts[*i].category != first)
+        {
+            return Ok(None);
+        }
+        let messages = indices.iter().map(|i| outbound(facts[*i])).collect();
+        let client = self.js.client();
+        match atomic_batch::publish(&client, messages, self.request_timeout).await? {
+            atomic_batch::Outcome::Stored { last } => {
+                if let Some(sender) = self.appended.get(&first) {
+                    sender.send_replace(last);
+                }
+                let start = last + 1 - indices.len() as u64;
+                Ok(Some(
+                    (start..=last)
+                        .map(|offset| Appended {
+                            offset,
+                            category: first,
+                            duplicate: false,
+                        })
+                        .collect(),
+                ))
+            }
+            atomic_batch::Outcome::Refused(reason) => {
+                tracing::debug!(%reason, facts = indices.len(), "the page was refused as one batch; publishing it fact by fact");
+                Ok(None)
+            }
+        }
+    }
+
     async fn publish(&self, new: NewFact<'_>) -> Result<Appended, StoreError> {
         let ack = self.send(new).await?;
         self.acknowledged(new, ack.await).await
@@ -276,25 +346,12 @@ impl JetStreamStore {
     /// Sends the fact's publish (with the per-id check `Nats-Expected-Last-Subject-Sequence: 0`)
     /// without waiting for its acknowledgement.
     async fn send(&self, new: NewFact<'_>) -> Result<PublishAckFuture, StoreError> {
-        let subject = fact_subject(
-            new.category,
-            subject_kind(&new.fact.subject),
-            &new.envelope.message_id,
-        );
-        let filter = idempotency_filter(new.category, &new.envelope.message_id);
-        let payload = StoredFact {
-            envelope: Some(new.envelope.clone()),
-            fact: Some(new.fact.clone()),
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let message = outbound(new);
         let publish = PublishMessage::build()
-            .payload(Bytes::from(payload))
-            .header(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str())
-            .header(EXPECTED_LAST_SUBJECT_HEADER, filter.as_str())
-            .expected_last_subject_sequence(0);
+            .payload(message.payload)
+            .headers(message.headers);
         self.js
-            .send_publish(subject, publish)
+            .send_publish(message.subject, publish)
             .await
             .map_err(|e| unavailable("publishing the fact", e))
     }
@@ -335,6 +392,33 @@ impl JetStreamStore {
             }
             Err(e) => Err(unavailable("storing the fact", e)),
         }
+    }
+}
+
+/// A fact as published: on its key's subject, with its content hash, and refused by JetStream
+/// if its category already holds a fact under the key (`Nats-Expected-Last-Subject-Sequence: 0`
+/// on the key's filter).
+fn outbound(new: NewFact<'_>) -> Outbound {
+    let subject = fact_subject(
+        new.category,
+        subject_kind(&new.fact.subject),
+        &new.envelope.message_id,
+    );
+    let filter = idempotency_filter(new.category, &new.envelope.message_id);
+    let payload = StoredFact {
+        envelope: Some(new.envelope.clone()),
+        fact: Some(new.fact.clone()),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_HASH_HEADER, hex::encode(new.content_hash).as_str());
+    headers.insert(EXPECTED_LAST_SUBJECT_HEADER, filter.as_str());
+    headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    Outbound {
+        subject,
+        headers,
+        payload: Bytes::from(payload),
     }
 }
 

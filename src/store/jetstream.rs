@@ -30,7 +30,11 @@ use async_nats::jetstream::{
 };
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 use tokio::sync::Mutex;
 
 pub(super) const CONTENT_HASH_HEADER: &str = "Bsfg-Content-Hash";
@@ -67,6 +71,8 @@ pub struct JetStreamStore {
     pub(super) object_indexes: super::object_index::ObjectIndexes,
     /// How long one request to nats-server may take (`nats.request_timeout`).
     pub(super) request_timeout: Duration,
+    /// The categories whose streams take atomic batches (`allow_atomic`, nats-server 2.12+).
+    pub(super) atomic: BTreeSet<Category>,
 }
 
 pub(super) struct ConsumerHandle {
@@ -95,8 +101,12 @@ impl JetStreamStore {
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
         let js = connect(config, &format!("bsfg-{}", config.zone)).await?;
         let mut streams = BTreeMap::new();
+        let mut atomic = BTreeSet::new();
         for (category, policy) in &config.categories {
             let stream = ensure_stream(&js, *category, policy).await?;
+            if stream.cached_info().config.allow_atomic_publish {
+                atomic.insert(*category);
+            }
             streams.insert(*category, stream);
         }
         let marks = ensure_kv(
@@ -147,6 +157,7 @@ impl JetStreamStore {
             id_locks: Default::default(),
             object_indexes: Default::default(),
             request_timeout: config.nats.request_timeout,
+            atomic,
         })
     }
 
@@ -228,6 +239,9 @@ async fn ensure_stream(
             policy.duplicate_window.min(policy.max_age)
         },
         allow_direct: true,
+        // A page of pulled facts is stored as one batch (`append.rs`). A node of an earlier
+        // version clears it again when it starts, and never sends batches.
+        allow_atomic_publish: true,
         ..Default::default()
     };
     js.create_or_update_stream(config)

@@ -7,6 +7,7 @@
 //! happen above it.
 
 mod append;
+mod atomic_batch;
 pub mod audit;
 mod batch_get;
 mod consumers;
