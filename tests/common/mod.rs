@@ -346,6 +346,8 @@ pub struct ZoneOptions {
     pub extra_toml: String,
     /// `[categories.operational]` duplicate window.
     pub duplicate_window: String,
+    /// `[categories.operational] max_bytes` (100 MiB unless set; the benchmarks need more).
+    pub operational_max_bytes: u64,
     pub limits_toml: String,
     /// `limits.max_object_chunk_bytes` (64 KiB unless set; at most 1 MiB, the request limit).
     pub max_object_chunk_bytes: u32,
@@ -380,6 +382,7 @@ impl Default for ZoneOptions {
             extra_toml: String::new(),
             duplicate_window: "2m".into(),
             limits_toml: String::new(),
+            operational_max_bytes: 100 * 1024 * 1024,
             max_object_chunk_bytes: 65536,
             reload_interval: "200ms".into(),
             crls: Vec::new(),
@@ -483,7 +486,7 @@ body_timeout = "2s"
 {limits}
 [categories.operational]
 duplicate_window = "{dup}"
-max_bytes = 104857600
+max_bytes = {operational_max_bytes}
 [[consumers]]
 name = "to-idmz"
 category = "operational"
@@ -517,6 +520,7 @@ operator = true
             nats = nats,
             dup = o.duplicate_window,
             limits = o.limits_toml,
+            operational_max_bytes = o.operational_max_bytes,
             reload = o.reload_interval,
             max_page = o.max_page,
             max_chunk = o.max_object_chunk_bytes,
