@@ -107,8 +107,9 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str, n: u64) -> (
         ..Default::default()
     });
     let waiting = Instant::now();
+    let deadline = Duration::from_secs(600);
     while common::js::last_sequence(&idmz.nats.url(), "facts_operational") < n {
-        if waiting.elapsed() > Duration::from_secs(std::env::var("BENCH_DEADLINE").ok().and_then(|v| v.parse().ok()).unwrap_or(600)) {
+        if waiting.elapsed() > deadline {
             let tail = |log: String| log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
             panic!(
                 "{label}: the pull did not catch up within 600 s\nidmz node (last lines, newest first):\n{}\nplant node:\n{}",
