@@ -119,12 +119,13 @@ impl JetStreamStore {
     }
 
     /// A page (SPEC §2 rules for each fact, as [`Self::append_fact`]): the ids' stripe locks,
-    /// every idempotency lookup at once, then the new facts' publishes sent in page order before
-    /// the first acknowledgement is awaited — one round trip for the lookups and one for the
-    /// page instead of two per fact. A lookup that finds a conflict ends the page there: nothing
-    /// from it on is published. A publish refused after others of the page were sent (full, or
-    /// stored meanwhile from outside this node) ends the results there; what was sent after it
-    /// may be stored, which a retry of the page answers as duplicates.
+    /// the page's idempotency lookups as one batch read per category, then its new facts as one
+    /// atomic batch ([`Self::publish_as_batch`]) or, where that does not apply, their publishes
+    /// sent in page order before the first acknowledgement is awaited. A lookup that finds a
+    /// conflict ends the page there: nothing from it on is published. A publish refused after
+    /// others of the page were sent (full, or stored meanwhile from outside this node) ends the
+    /// results there; what was sent after it may be stored, which a retry of the page answers as
+    /// duplicates.
     pub(super) async fn append_page_pipelined(
         &self,
         facts: &[NewFact<'_>],
