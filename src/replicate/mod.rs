@@ -13,7 +13,7 @@
 //! Artifacts are streamed into the store chunk by chunk (`artifact.rs`): the node holds one
 //! GetObject chunk at a time, never a whole object.
 //!
-//! A page is appended as one ([`Store::append_page`]: its lookups and publishes pipelined).
+//! A page is appended as one ([`Store::append_page`]: one lookup per category, one batch).
 //! Limits: one page at a time per pull (the next fetch waits for the confirm).
 
 mod artifact;

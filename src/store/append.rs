@@ -136,20 +136,11 @@ impl JetStreamStore {
             .collect();
         if ids.len() < facts.len() {
             // One id twice in a page: the second's lookup could not see the first's publish.
-            let mut results = Vec::new();
-            for new in facts {
-                let result = self.append_fact(*new).await;
-                let failed = result.is_err();
-                results.push(result);
-                if failed {
-                    break;
-                }
-            }
-            return results;
+            return super::append_each(self, facts).await;
         }
         let _same_ids = self.id_locks.lock_all(ids.into_iter()).await;
         let lookups = match self.stored_under_ids(facts).await {
-            Ok(found) => found.into_iter().map(Ok).collect::<Vec<_>>(),
+            Ok(found) => found,
             Err(e) => return vec![Err(e)],
         };
         let mut results: Vec<Option<Result<Appended, StoreError>>> = Vec::new();
@@ -157,15 +148,14 @@ impl JetStreamStore {
         let mut room_checked = BTreeSet::new();
         for (new, lookup) in facts.iter().zip(lookups) {
             let outcome = match lookup {
-                Ok(Some((category, stored))) => Some(answer(*new, category, &stored)),
-                Ok(None) => match self.room_for(new.category, &mut room_checked).await {
+                Some((category, stored)) => Some(answer(*new, category, &stored)),
+                None => match self.room_for(new.category, &mut room_checked).await {
                     Err(e) => Some(Err(e)),
                     Ok(()) => {
                         new_ones.push(results.len());
                         None
                     }
                 },
-                Err(e) => Some(Err(e)),
             };
             let failed = matches!(outcome, Some(Err(_)));
             results.push(outcome);

@@ -5,8 +5,8 @@
 //!   latest ones; the node therefore also writes each confirmed offset to the KV bucket
 //!   `bsfg_consumer_marks` after the ack, and the cursor is the higher of the two.
 //! - A page is read straight from the category stream by sequence (batch direct get, one request
-//!   for up to 1 000 facts), starting right after the cursor: the same call without a confirm returns the same page, whatever happened in
-//!   between. The highest offset ever returned is kept per consumer in the same KV bucket;
+//!   for up to 1 000 facts), starting right after the cursor: the same call without a confirm
+//!   returns the same page, whatever happened in between. The highest offset ever returned is kept per consumer in the same KV bucket;
 //!   confirming beyond it is refused.
 //! - Confirming pulls the consumer's next deliveries up to the offset and acks that one message,
 //!   which acks everything before it; any delivery past the offset is handed back (NAK).
@@ -185,6 +185,22 @@ impl JetStreamStore {
                 self.request_timeout,
             )
             .await?;
+            let messages = if messages.is_empty() && facts.is_empty() {
+                // The byte budget is a hint to the server, which may send nothing when the first
+                // fact alone exceeds it by its headers: one fact always moves the consumer on.
+                batch_get::range(
+                    &client,
+                    JS_API,
+                    &stream_name,
+                    next,
+                    1,
+                    None,
+                    self.request_timeout,
+                )
+                .await?
+            } else {
+                messages
+            };
             if messages.is_empty() {
                 break;
             }

@@ -117,6 +117,23 @@ pub fn within_budget(mut facts: Vec<StoredFact>, max_bytes: usize) -> Vec<Stored
     facts
 }
 
+/// [`Store::append_page`] one fact at a time, up to and including the first error.
+async fn append_each<S: Store + ?Sized>(
+    store: &S,
+    facts: &[NewFact<'_>],
+) -> Vec<Result<Appended, StoreError>> {
+    let mut results = Vec::with_capacity(facts.len());
+    for new in facts {
+        let result = store.append(*new).await;
+        let failed = result.is_err();
+        results.push(result);
+        if failed {
+            break;
+        }
+    }
+    results
+}
+
 pub trait Store: Send + Sync + 'static {
     /// Appends a fact; durable when this returns Ok. Same message_id and content hash → the
     /// original offset with `duplicate`; same id, other hash → [`StoreError::Conflict`].
@@ -134,18 +151,7 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         facts: &'a [NewFact<'a>],
     ) -> impl Future<Output = Vec<Result<Appended, StoreError>>> + Send + 'a {
-        async move {
-            let mut results = Vec::with_capacity(facts.len());
-            for new in facts {
-                let result = self.append(*new).await;
-                let failed = result.is_err();
-                results.push(result);
-                if failed {
-                    break;
-                }
-            }
-            results
-        }
+        append_each(self, facts)
     }
 
     /// The page right after the consumer's cursor, at most `limit` facts and about `max_bytes`
