@@ -8,7 +8,8 @@
 //! syncs to disk on an interval. A conflicting duplicate, an artifact that does not match its
 //! reference, or a peer whose offsets went backwards stops that pull loudly (state `stopped`,
 //! metric, log, `bsfg status`); other pulls go on. Transient errors back off exponentially with
-//! jitter, capped at 5 s; the first success resets the backoff.
+//! jitter, capped at 1 s (a peer that is down costs one attempt a second, and a healed link is
+//! used again within about a second); the first success resets the backoff.
 //!
 //! Artifacts are streamed into the store chunk by chunk (`artifact.rs`): the node holds one
 //! GetObject chunk at a time, never a whole object.
@@ -45,7 +46,7 @@ pub type SharedPullStatus = Arc<Mutex<PullStatus>>;
 /// How long past its long poll a running pull may go without a success before its lag grows.
 const STALL_MARGIN: Duration = Duration::from_secs(5);
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
 
 pub struct PullLoop<S, P> {
     pub spec: PullSpec,

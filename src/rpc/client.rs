@@ -9,6 +9,13 @@
 //! Responses are decoded by their content type (binary or JSON), and fields from a newer peer's
 //! schema are skipped in both codecs, so a pull keeps working across a staged upgrade.
 //!
+//! A link that dies silently (a firewall dropping packets, no FIN, no RST) is noticed within
+//! [`KEEP_ALIVE_INTERVAL`] + [`KEEP_ALIVE_TIMEOUT`] while a call is open: the connection sends an
+//! HTTP/2 PING when nothing arrived for a second and gives up when its answer does not come.
+//! Connecting does not wait out one hanging attempt after another: a new attempt starts every
+//! [`CONNECT_STAGGER`] while earlier ones are pending, and the first to finish its handshakes
+//! wins, so a link that heals is in use again about a second later.
+//!
 //! The peer's server certificate is also checked against the configured CRLs (`tls.crls`; a CRL
 //! of another issuer leaves the status unknown, which is accepted). An open connection is dropped
 //! and re-made (so re-checked) before the next call when a CRL or the peer CA file changed or when
@@ -32,6 +39,15 @@ use tokio::sync::Mutex;
 
 /// Largest response body the client accepts.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// A PING goes out when nothing arrived on a connection with an open call for this long...
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and the connection is closed when its answer has not come after this long.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// While connection attempts hang (a silent firewall), a new one starts this often.
+pub const CONNECT_STAGGER: Duration = Duration::from_secs(1);
+/// How long one round of staggered attempts lasts at most (less when the call's timeout is
+/// shorter); then the caller's own retry takes over.
+const CONNECT_ROUND: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
@@ -160,7 +176,56 @@ impl PeerClient {
             .collect()
     }
 
-    async fn connect(&self) -> Result<OpenConnection, ClientError> {
+    /// Connects, starting another attempt every [`CONNECT_STAGGER`] while the earlier ones hang,
+    /// for at most one round; the first attempt through wins and the others are dropped. An
+    /// answer about the peer itself (wrong identity, a bad certificate, a TLS set-up error) ends
+    /// the round at once; a refused or failed attempt ends it only when none is pending.
+    async fn connect_staggered(&self) -> Result<OpenConnection, ClientError> {
+        use futures::StreamExt;
+        let round = self.timeout.min(CONNECT_ROUND);
+        let deadline = tokio::time::Instant::now() + round;
+        let mut pending = futures::stream::FuturesUnordered::new();
+        pending.push(self.connect(round));
+        let mut next_attempt = tokio::time::Instant::now() + CONNECT_STAGGER;
+        let mut last_error = None;
+        loop {
+            tokio::select! {
+                Some(result) = pending.next() => match result {
+                    Ok(open) => return Ok(open),
+                    Err(e @ ClientError::Connect { .. }) => {
+                        last_error = Some(e);
+                        if pending.is_empty() {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(e),
+                },
+                () = tokio::time::sleep_until(next_attempt), if next_attempt < deadline => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    pending.push(self.connect(left));
+                    next_attempt += CONNECT_STAGGER;
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::Connect {
+            addr: self.addr.clone(),
+            reason: format!("no connection within {round:?}"),
+        }))
+    }
+
+    /// One connection attempt, TCP, TLS and HTTP/2 handshakes within `budget`.
+    async fn connect(&self, budget: Duration) -> Result<OpenConnection, ClientError> {
+        let failed = |reason: String| ClientError::Connect {
+            addr: self.addr.clone(),
+            reason,
+        };
+        tokio::time::timeout(budget, self.connect_once())
+            .await
+            .map_err(|_| failed(format!("no handshake within {budget:?}")))?
+    }
+
+    async fn connect_once(&self) -> Result<OpenConnection, ClientError> {
         let trust_files = self.trust_files();
         let failed = |reason: String| ClientError::Connect {
             addr: self.addr.clone(),
@@ -206,8 +271,8 @@ impl PeerClient {
         }
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .keep_alive_interval(Some(Duration::from_secs(15)))
-            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_interval(Some(KEEP_ALIVE_INTERVAL))
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .handshake(TokioIo::new(tls))
             .await
             .map_err(|e| failed(format!("HTTP/2 handshake: {e}")))?;
@@ -234,7 +299,7 @@ impl PeerClient {
             return Ok(open.sender.clone());
         }
         *slot = None;
-        let open = self.connect().await?;
+        let open = self.connect_staggered().await?;
         let sender = open.sender.clone();
         *slot = Some(open);
         Ok(sender)

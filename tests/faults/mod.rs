@@ -1,6 +1,9 @@
 //! Helpers for the fault-injection tests: a seeded schedule ([`prng`]), a producer that retries
 //! through outages ([`feed`]), a cutting TCP proxy ([`proxy`]), fallible JetStream reads
 //! ([`probe`]), and the exactly-once / in-order / byte-identical checks below.
+//!
+//! Shared by several test crates (and the benchmarks), each using a part.
+#![allow(dead_code)]
 
 pub mod feed;
 pub mod prng;

@@ -5,7 +5,11 @@
 //! Controls: [`Proxy::cut_after`] cuts a live connection after N more bytes of response (peer →
 //! puller), [`Proxy::drop_all`] drops every live connection, [`Proxy::refuse_for`] accepts and at
 //! once closes new connections for a while, [`Proxy::set_upstream`] points new connections
-//! elsewhere. Plain threads, two per connection; everything stops when the proxy is dropped.
+//! elsewhere. [`Proxy::silence`] is a firewall that starts dropping packets without telling
+//! anyone (no FIN, no RST, the way OT links usually die): every live connection stops carrying
+//! bytes, for good, and new connections are accepted but go nowhere; [`Proxy::heal`] lets new
+//! connections through again, while the silenced ones stay dead (the firewall lost their state).
+//! Plain threads, two per connection; everything stops when the proxy is dropped.
 
 use std::{
     io::{Read, Write},
@@ -28,6 +32,8 @@ pub struct ProxyStats {
     pub cuts_mid_burst: AtomicU64,
     /// Connections dropped by `drop_all`.
     pub dropped: AtomicU64,
+    /// Connections that went silent (live at `silence`, or accepted while silent).
+    pub silenced: AtomicU64,
     pub response_bytes: AtomicU64,
 }
 
@@ -35,6 +41,10 @@ struct Shared {
     upstream: AtomicU16,
     stop: AtomicBool,
     refuse_until: Mutex<Option<Instant>>,
+    /// Between `silence` and `heal`: new connections are held, never forwarded.
+    silent: AtomicBool,
+    /// Connections that carry no more bytes, ever.
+    dead: Mutex<std::collections::HashSet<u64>>,
     /// Response bytes still allowed before the next cut; `None` when no cut is armed.
     cut_budget: Mutex<Option<u64>>,
     live: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
@@ -64,6 +74,8 @@ impl Proxy {
             upstream: AtomicU16::new(upstream),
             stop: AtomicBool::new(false),
             refuse_until: Mutex::new(None),
+            silent: AtomicBool::new(false),
+            dead: Mutex::new(std::collections::HashSet::new()),
             cut_budget: Mutex::new(None),
             live: Mutex::new(Vec::new()),
             stats: ProxyStats::default(),
@@ -118,6 +130,26 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Every live connection stops carrying bytes (they stay open at both ends), and new ones
+    /// are accepted and held without being forwarded, until [`Proxy::heal`].
+    pub fn silence(&self) {
+        self.shared.silent.store(true, Ordering::SeqCst);
+        let live = self.shared.live.lock().expect("live lock");
+        let mut dead = self.shared.dead.lock().expect("dead lock");
+        for (id, _, _) in live.iter() {
+            if dead.insert(*id) {
+                self.shared.stats.silenced.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// New connections are forwarded again; the silenced ones stay silent.
+    pub fn heal(&self) {
+        self.shared.silent.store(false, Ordering::SeqCst);
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -150,6 +182,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         }
         let _ = client.set_nonblocking(false);
+        if shared.silent.load(Ordering::SeqCst) {
+            shared.stats.silenced.fetch_add(1, Ordering::SeqCst);
+            hold(client, shared.clone());
+            continue;
+        }
         let port = shared.upstream.load(Ordering::SeqCst);
         let Ok(upstream) =
             TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))
@@ -181,6 +218,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 loop {
                     match from.read(&mut buf) {
                         Ok(0) | Err(_) => break,
+                        Ok(_) if is_dead(&shared, id) => continue,
                         Ok(n) => {
                             if to.write_all(&buf[..n]).is_err() {
                                 break;
@@ -188,7 +226,12 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         }
                     }
                 }
-                close(&from, &to);
+                if is_dead(&shared, id) {
+                    // Silenced: the far side hears nothing of this end closing either.
+                    let _ = from.shutdown(Shutdown::Both);
+                } else {
+                    close(&from, &to);
+                }
                 forget(&shared, id);
             });
         }
@@ -201,6 +244,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 loop {
                     let n = match from.read(&mut buf) {
                         Ok(0) | Err(_) => break,
+                        Ok(_) if is_dead(&shared, id) => continue,
                         Ok(n) => n,
                     };
                     let mut pass = n;
@@ -232,11 +276,41 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                         break;
                     }
                 }
-                close(&from, &to);
+                if is_dead(&shared, id) {
+                    // Silenced: the far side hears nothing of this end closing either.
+                    let _ = from.shutdown(Shutdown::Both);
+                } else {
+                    close(&from, &to);
+                }
                 forget(&shared, id);
             });
         }
     }
+}
+
+fn is_dead(shared: &Shared, id: u64) -> bool {
+    shared.dead.lock().expect("dead lock").contains(&id)
+}
+
+/// A connection accepted while silent: whatever it sends is swallowed, nothing ever comes back,
+/// until the client gives up or the proxy is dropped.
+fn hold(mut client: TcpStream, shared: Arc<Shared>) {
+    std::thread::spawn(move || {
+        let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
+        let mut buf = vec![0u8; 16 * 1024];
+        while !shared.stop.load(Ordering::SeqCst) {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => break,
+            }
+        }
+    });
 }
 
 fn forget(shared: &Shared, id: u64) {
