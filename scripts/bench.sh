@@ -12,4 +12,7 @@ echo "== replication: catch-up throughput per sync policy (anchor: native JetStr
 echo "   steady-state lag per hop at 1 000 facts/s"
 cargo bench --bench replication
 echo
+echo "== resume after a link that died silently (anchor: the native mirror through the same proxy)"
+cargo bench --bench resume
+echo
 echo "results are in bench/results/"
