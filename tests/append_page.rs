@@ -218,3 +218,67 @@ fn a_node_of_the_earlier_version_can_still_open_the_streams() {
     });
     assert_eq!(results, ["new 1", "new 2"]);
 }
+
+#[test]
+fn the_cursor_consumer_carries_no_payloads_and_an_earlier_node_can_still_open_it() {
+    // A confirm takes the consumer's deliveries only to acknowledge them: headers only. The
+    // earlier node's start updates the consumer to whole messages, this node's start back to
+    // headers only; neither update may be refused, and confirms work either way.
+    let zone = Zone::start();
+    let headers_only = |zone: &Zone| {
+        tokio::runtime::Runtime::new()
+            .expect("runtime")
+            .block_on(async {
+                let client = async_nats::connect(zone.nats.url()).await.expect("nats");
+                let js = async_nats::jetstream::new(client);
+                let stream = js.get_stream("facts_operational").await.expect("stream");
+                let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                    stream.get_consumer("to-idmz").await.expect("consumer");
+                consumer.info().await.expect("info").config.headers_only
+            })
+    };
+    assert!(
+        headers_only(&zone),
+        "this node's consumer carries headers only"
+    );
+    let earlier = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(async {
+            let client = async_nats::connect(zone.nats.url()).await.expect("nats");
+            let js = async_nats::jetstream::new(client);
+            let stream = js.get_stream("facts_operational").await.expect("stream");
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer =
+                stream.get_consumer("to-idmz").await.expect("consumer");
+            let mut config = consumer.info().await.expect("info").config.clone();
+            config.headers_only = false;
+            stream
+                .create_consumer(config)
+                .await
+                .map(|mut c| c.cached_info().config.headers_only)
+        });
+    assert_eq!(
+        earlier.ok(),
+        Some(false),
+        "the earlier node's update is taken"
+    );
+    let page = Facts::new(&[("h-1", "1"), ("h-2", "2")]);
+    let results = with_store(&zone, async |store| {
+        summary(&store.append_page(&page.page()).await)
+    });
+    assert_eq!(results, ["new 1", "new 2"]);
+    assert!(
+        headers_only(&zone),
+        "this node's start sets headers only again"
+    );
+    let peer = zone.curl(PEER);
+    let page = peer.fetch("to-idmz", 100);
+    assert_eq!(message_ids(&page), ["h-1", "h-2"]);
+    let confirmed = peer.confirm("to-idmz", 2);
+    assert_eq!(
+        confirmed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&confirmed.body)
+    );
+    assert!(message_ids(&peer.fetch("to-idmz", 100)).is_empty());
+}

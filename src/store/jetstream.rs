@@ -263,6 +263,11 @@ async fn ensure_consumer(
         deliver_policy: DeliverPolicy::All,
         ack_wait: ACK_WAIT,
         max_ack_pending: i64::from(spec.max_ack_pending),
+        // The consumer only carries the cursor: a confirm takes deliveries to acknowledge them
+        // and reads nothing but their sequence, so the facts' payloads stay on the server. A
+        // node of an earlier version updates it back to whole messages when it starts, and this
+        // one to headers only again; both read only the sequence.
+        headers_only: true,
         ..Default::default()
     };
     stream
