@@ -64,7 +64,7 @@ async fn store_rate(js: &jetstream::Context, stream: &str) -> f64 {
 
 /// Facts/s of one pull catching up on `facts()` preloaded facts (receiver's store times).
 /// Returns the rate and where the pull's time went (`fetch … s, append … s, confirm … s`).
-fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str, n: u64) -> (f64, String) {
+fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str, n: u64) -> (f64, String, f64) {
     let estate = tempfile::tempdir().expect("tempdir");
     let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
     let plant_port = free_port();
@@ -139,8 +139,123 @@ fn catch_up(label: &str, nats_jetstream: &str, confirm_delay: &str, n: u64) -> (
         })
         .collect();
     let busy = busy.join(", ");
-    eprintln!("  {rate:.0} facts/s; the pull's time: {busy}");
-    (rate, busy)
+    let rss = peak_rss_mib(idmz.node.pid());
+    eprintln!("  {rate:.0} facts/s; the pull's time: {busy}; node peak RSS {rss:.1} MiB");
+    (rate, busy, rss)
+}
+
+/// Peak resident set (VmHWM) of a running process, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// `pulls` pulls at once (one per category, `n / pulls` preloaded facts each, receiver default
+/// sync): facts/s over all of them (first store time to last, across the categories) and the
+/// receiving node's peak RSS.
+fn parallel_catch_up(pulls: usize, n: u64) -> (f64, f64) {
+    use bsfg::fact::Category;
+    let categories = &Category::ALL[..pulls];
+    let each = n / pulls as u64;
+    let estate = tempfile::tempdir().expect("tempdir");
+    let pki = Arc::new(Pki::new(&estate.path().join("pki"), "estate CA"));
+    let plant_port = free_port();
+    let consumers: String = categories
+        .iter()
+        .map(|c| {
+            format!(
+                "[[consumers]]\nname = \"bulk-{c}\"\ncategory = \"{c}\"\nmax_ack_pending = 1000\n",
+                c = c.name()
+            )
+        })
+        .collect();
+    let plant = Zone::start_with(ZoneOptions {
+        zone: "plant-a".into(),
+        pki: Some(pki.clone()),
+        port: Some(plant_port),
+        max_page: 500,
+        operational_max_bytes: 1024 * 1024 * 1024,
+        extra_toml: consumers,
+        peer_fetch: categories
+            .iter()
+            .map(|c| format!("bulk-{}", c.name()))
+            .collect(),
+        ..Default::default()
+    });
+    let mes = producer::client(
+        &plant.url(),
+        "plant-a-bsfg",
+        &pki.dir,
+        &pki.ca_path,
+        PRODUCER,
+    );
+    let mut all = Vec::new();
+    for category in categories {
+        let mut batch = requests(each, &format!("par-{}", category.name()));
+        for request in &mut batch {
+            request.category = category.to_wire() as i32;
+        }
+        all.extend(batch);
+    }
+    producer::append_all(mes, all, 32);
+    let pulls_toml: String = categories
+        .iter()
+        .map(|c| {
+            format!(
+                "[[pulls]]\nname = \"from-plant-{c}\"\npeer_url = \"https://127.0.0.1:{plant_port}\"\npeer_identity = \"plant-a-bsfg\"\nconsumer = \"bulk-{c}\"\ncategory = \"{c}\"\npage_size = 500\nidle_wait = \"1s\"\n",
+                c = c.name()
+            )
+        })
+        .collect();
+    let idmz = Zone::start_with(ZoneOptions {
+        zone: "idmz".into(),
+        pki: Some(pki),
+        extra_toml: pulls_toml,
+        operational_max_bytes: 1024 * 1024 * 1024,
+        ..Default::default()
+    });
+    let waiting = Instant::now();
+    for category in categories {
+        while common::js::last_sequence(&idmz.nats.url(), &category.stream_name()) < each {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(600),
+                "{pulls} pulls did not catch up within 600 s\n{}",
+                idmz.node.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let rss = peak_rss_mib(idmz.node.pid());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let rate = runtime.block_on(async {
+        let js = jetstream::new(
+            async_nats::connect(idmz.nats.url())
+                .await
+                .expect("idmz nats"),
+        );
+        let (mut first, mut last) = (i128::MAX, i128::MIN);
+        for category in categories {
+            let mut s = js.get_stream(category.stream_name()).await.expect("stream");
+            let state = s.info().await.expect("info").state.clone();
+            let at = async |seq| {
+                s.get_raw_message(seq)
+                    .await
+                    .expect("stored")
+                    .time
+                    .unix_timestamp_nanos()
+            };
+            first = first.min(at(state.first_sequence).await);
+            last = last.max(at(state.last_sequence).await);
+        }
+        (each * pulls as u64) as f64 / ((last - first) as f64 / 1e9).max(1e-3)
+    });
+    eprintln!("  {pulls} pulls: {rate:.0} facts/s; node peak RSS {rss:.1} MiB");
+    (rate, rss)
 }
 
 fn nats(dir: &std::path::Path, conf: String) -> std::process::Child {
@@ -338,12 +453,14 @@ fn main() {
     eprintln!(
         "replication catch-up, {n} facts of ~{FACT_BYTES} B, receiver nats-server with default sync..."
     );
-    let (default_sync, default_busy) = catch_up("default-sync", "", "0s", n);
+    let (default_sync, default_busy, one_pull_rss) = catch_up("default-sync", "", "0s", n);
     eprintln!("... with sync_interval: always");
-    let (sync_always, always_busy) = catch_up("sync-always", "sync_interval: always", "0s", n);
+    let (sync_always, always_busy, _) = catch_up("sync-always", "sync_interval: always", "0s", n);
     eprintln!("... with sync_interval: 1s and confirms held back 1 s");
     // One page a second by design: a tenth of the facts tells the same.
-    let (held_back, _) = catch_up("held-back", "sync_interval: 1s", "1s", n / 10);
+    let (held_back, _, _) = catch_up("held-back", "sync_interval: 1s", "1s", n / 10);
+    eprintln!("... 4 pulls at once, one per category, {n} facts in all");
+    let (four_pulls, four_pulls_rss) = parallel_catch_up(4, n);
     eprintln!("native JetStream mirror across domains (anchor)...");
     let mirror = native_mirror("");
     eprintln!("native JetStream mirror, receiver with sync_interval: always (anchor)...");
@@ -353,16 +470,18 @@ fn main() {
     let report = format!(
         "replication benchmarks (bench/replication.rs), {n} facts of ~{FACT_BYTES} B, rates by the receiver's store times, 2 cores, loopback\n\
          catch-up, one pull, receiver default sync (2 min):     {default_sync:>9.0} facts/s  ratio to mirror {:.3}\n\
-         \x20 the pull's time: {default_busy}\n\
+         \x20 the pull's time: {default_busy}; receiving node's peak RSS {one_pull_rss:.1} MiB\n\
          catch-up, one pull, receiver sync_interval: always:   {sync_always:>9.0} facts/s  ratio to mirror (same sync) {:.3}\n\
          \x20 the pull's time: {always_busy}\n\
          catch-up, one pull, sync 1s + confirm held back 1 s:  {held_back:>9.0} facts/s  ratio to mirror {:.3}\n\
+         catch-up, 4 pulls at once (one per category):        {four_pulls:>9.0} facts/s  ratio to mirror {:.3}; receiving node's peak RSS {four_pulls_rss:.1} MiB (goal <= 16)\n\
          anchor: native JetStream mirror across domains:      {mirror:>9.0} msgs/s\n\
          anchor: the same mirror, receiver sync_interval: always: {mirror_always:>5.0} msgs/s\n\
          lag per hop at 1000 facts/s (store time to store time, ms): plant->idmz p50 {} p99 {} max {}; idmz->enterprise p50 {} p99 {} max {}  (target < 100 ms)\n",
         default_sync / mirror,
         sync_always / mirror_always,
         held_back / mirror,
+        four_pulls / mirror,
         hop1.0,
         hop1.1,
         hop1.2,

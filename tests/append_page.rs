@@ -254,7 +254,7 @@ fn the_cursor_consumer_carries_no_payloads_and_an_earlier_node_can_still_open_it
             stream
                 .create_consumer(config)
                 .await
-                .map(|mut c| c.cached_info().config.headers_only)
+                .map(|c| c.cached_info().config.headers_only)
         });
     assert_eq!(
         earlier.ok(),
