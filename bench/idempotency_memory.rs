@@ -7,6 +7,8 @@
 //! Run with `make bench` (or `cargo bench --bench idempotency_memory`); `BENCH_FACTS` sets the
 //! number of facts (default 1 000 000). Talks only to a nats-server it starts on 127.0.0.1.
 
+mod results;
+
 use async_nats::jetstream::{self, message::PublishMessage, stream};
 use bytes::Bytes;
 use futures::{StreamExt, stream::FuturesUnordered};
@@ -191,14 +193,5 @@ fn main() {
         per_million / 1048576.0,
         per_million / 1_000_000.0,
     );
-    print!("{report}");
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let path = dir.join(format!("idempotency_memory-{stamp}.txt"));
-    std::fs::write(&path, &report).expect("write results");
-    eprintln!("written to {}", path.display());
+    results::write("idempotency_memory", &report);
 }

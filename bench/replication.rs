@@ -13,13 +13,14 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod mirror;
+mod results;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use common::{
     PRODUCER, Pki, Zone, ZoneOptions, chain::start_chain, free_port, js::wait_for_count, producer,
 };
 use std::{
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -258,56 +259,16 @@ fn parallel_catch_up(pulls: usize, n: u64) -> (f64, f64) {
     (rate, rss)
 }
 
-fn nats(dir: &std::path::Path, conf: String) -> std::process::Child {
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = dir.join("nats.conf");
-    std::fs::write(&path, conf).expect("conf");
-    Command::new(common::nats_server_binary())
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server")
-}
-
 /// Messages/s of a native JetStream mirror across domains catching up on `facts()` messages of
 /// `FACT_BYTES` (the mirror's store times).
 /// `receiver_jetstream`: extra lines in the receiving server's `jetstream {}` block.
 fn native_mirror(receiver_jetstream: &str) -> f64 {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b, leaf) = (free_port(), free_port(), free_port());
-    let mut hub = nats(
-        &dir.path().join("a"),
-        format!(
-            "listen: 127.0.0.1:{a}\njetstream {{ store_dir: \"{}\", domain: plant }}\nleafnodes {{ listen: 127.0.0.1:{leaf} }}\n",
-            dir.path().join("a/js").display()
-        ),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut spoke = nats(
-        &dir.path().join("b"),
-        format!(
-            "listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz\n{receiver_jetstream}\n}}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leaf}\" }} ] }}\n",
-            dir.path().join("b/js").display()
-        ),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let leaf = free_port();
+    let domains = mirror::Domains::start(leaf, leaf, receiver_jetstream);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let rate = runtime.block_on(async {
-        let source = jetstream::new(
-            async_nats::connect(format!("nats://127.0.0.1:{a}"))
-                .await
-                .expect("a"),
-        );
-        source
-            .create_stream(stream::Config {
-                name: "facts_operational".into(),
-                subjects: vec!["facts.operational.>".into()],
-                ..Default::default()
-            })
-            .await
-            .expect("source stream");
+    runtime.block_on(async {
+        let source = domains.hub().await;
+        mirror::create_source(&source).await;
         let payload = bytes::Bytes::from(vec![b'x'; FACT_BYTES]);
         let mut acks = Vec::new();
         let n = facts();
@@ -327,27 +288,9 @@ fn native_mirror(receiver_jetstream: &str) -> f64 {
         for ack in acks.drain(..) {
             ack.await.expect("ack");
         }
-        let target = jetstream::new(
-            async_nats::connect(format!("nats://127.0.0.1:{b}"))
-                .await
-                .expect("b"),
-        );
+        let target = domains.spoke().await;
         let started = Instant::now();
-        let mut mirror = target
-            .create_stream(stream::Config {
-                name: "mirror".into(),
-                mirror: Some(stream::Source {
-                    name: "facts_operational".into(),
-                    external: Some(stream::External {
-                        api_prefix: "$JS.plant.API".into(),
-                        delivery_prefix: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("mirror stream");
+        let mut mirror = mirror::create_mirror(&target).await;
         while mirror.info().await.map(|i| i.state.messages).unwrap_or(0) < n {
             assert!(
                 started.elapsed() < Duration::from_secs(1200),
@@ -356,12 +299,7 @@ fn native_mirror(receiver_jetstream: &str) -> f64 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         store_rate(&target, "mirror").await
-    });
-    let _ = hub.kill();
-    let _ = spoke.kill();
-    let _ = hub.wait();
-    let _ = spoke.wait();
-    rate
+    })
 }
 
 /// Store timestamps (ms) of every message of a stream, by sequence.
@@ -489,14 +427,5 @@ fn main() {
         hop2.1,
         hop2.2,
     );
-    print!("{report}");
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let path = dir.join(format!("replication-{stamp}.txt"));
-    std::fs::write(&path, &report).expect("write results");
-    eprintln!("written to {}", path.display());
+    results::write("replication", &report);
 }

@@ -13,15 +13,15 @@
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
 mod common;
+mod mirror;
 #[path = "../tests/faults/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
+mod results;
 
-use async_nats::jetstream::{self, stream};
 use common::{PRODUCER, Pki, Zone, ZoneOptions, append_json, free_port, js::last_sequence};
 use proxy::Proxy;
 use std::{
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -93,77 +93,17 @@ fn bsfg_resume(outage: Duration) -> Option<Duration> {
     time_until(2, stored)
 }
 
-fn nats(dir: &std::path::Path, conf: String) -> std::process::Child {
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = dir.join("nats.conf");
-    std::fs::write(&path, conf).expect("conf");
-    Command::new(common::nats_server_binary())
-        .arg("-c")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nats-server")
-}
-
 /// A native mirror across domains whose leafnode connection goes through a proxy that goes
 /// silent for `outage`: time from the heal to the message.
 fn mirror_resume(outage: Duration) -> Option<Duration> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b, leaf) = (free_port(), free_port(), free_port());
+    let leaf = free_port();
     let link = Proxy::start(leaf);
-    let mut hub = nats(
-        &dir.path().join("a"),
-        format!(
-            "listen: 127.0.0.1:{a}\njetstream {{ store_dir: \"{}\", domain: plant }}\nleafnodes {{ listen: 127.0.0.1:{leaf} }}\n",
-            dir.path().join("a/js").display()
-        ),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let mut spoke = nats(
-        &dir.path().join("b"),
-        format!(
-            "listen: 127.0.0.1:{b}\njetstream {{ store_dir: \"{}\", domain: idmz }}\nleafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ] }}\n",
-            dir.path().join("b/js").display(),
-            link.port
-        ),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let domains = mirror::Domains::start(leaf, link.port, "");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let resumed = runtime.block_on(async {
-        let source = jetstream::new(
-            async_nats::connect(format!("nats://127.0.0.1:{a}"))
-                .await
-                .expect("a"),
-        );
-        source
-            .create_stream(stream::Config {
-                name: "facts_operational".into(),
-                subjects: vec!["facts.operational.>".into()],
-                ..Default::default()
-            })
-            .await
-            .expect("source stream");
-        let target = jetstream::new(
-            async_nats::connect(format!("nats://127.0.0.1:{b}"))
-                .await
-                .expect("b"),
-        );
-        let mut mirror = target
-            .create_stream(stream::Config {
-                name: "mirror".into(),
-                mirror: Some(stream::Source {
-                    name: "facts_operational".into(),
-                    external: Some(stream::External {
-                        api_prefix: "$JS.plant.API".into(),
-                        delivery_prefix: None,
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .expect("mirror stream");
+    runtime.block_on(async {
+        let source = domains.hub().await;
+        mirror::create_source(&source).await;
+        let mut mirror = mirror::create_mirror(&domains.spoke().await).await;
         let publish = async |n: u64| {
             source
                 .publish(format!("facts.operational.{n}"), "x".into())
@@ -191,12 +131,7 @@ fn mirror_resume(outage: Duration) -> Option<Duration> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
-    });
-    let _ = hub.kill();
-    let _ = spoke.kill();
-    let _ = hub.wait();
-    let _ = spoke.wait();
-    resumed
+    })
 }
 
 fn seconds(d: Option<Duration>) -> String {
@@ -233,14 +168,5 @@ fn main() {
             seconds(mirror),
         ));
     }
-    print!("{report}");
-    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/results"));
-    let _ = std::fs::create_dir_all(&dir);
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let path = dir.join(format!("resume-{stamp}.txt"));
-    std::fs::write(&path, &report).expect("write results");
-    eprintln!("written to {}", path.display());
+    results::write("resume", &report);
 }
